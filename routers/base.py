@@ -44,6 +44,7 @@ from sklearn.base import BaseEstimator
 
 from evals.exceptions import NotFittedError, SchemaError
 from evals.outcomes import OutcomeTable
+from routers.runtime import decide  # the decision rule lives in the exportable runtime
 
 __all__ = ["Policy", "Queries", "Router", "ScorePolicy", "decide"]
 
@@ -83,30 +84,6 @@ class Queries:
 
     def __len__(self) -> int:
         return len(self.prompts)
-
-
-def decide(quality_hat: np.ndarray, cost_hat: np.ndarray, lam: float) -> np.ndarray:
-    """The base decision rule: per row, ``argmax lam * quality_hat - cost_hat``, ties to the cheaper model.
-
-    Args:
-        quality_hat: Predicted quality, shape (n, m).
-        cost_hat: Predicted cost in dollars, shape (n, m).
-        lam: Operating point (>= 0): dollars per request one pays for +1.0 of expected quality.
-
-    Returns:
-        Column indices, shape (n,).
-    """
-    if not np.isfinite(lam) or lam < 0:
-        raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
-    utility = lam * quality_hat - cost_hat
-    best = utility.max(axis=1, keepdims=True)
-    # Relative tolerance so that float noise never flips a tie; among ties the cheapest wins.
-    tol = 1e-12 * (np.abs(best) + lam + 1.0)
-    tied = utility >= best - tol
-    # Among ties: the cheapest, then the better one (what lam slightly above 0 would pick), then the first.
-    tied_cost = np.where(tied, cost_hat, np.inf)
-    cheapest = tied & (tied_cost <= tied_cost.min(axis=1, keepdims=True) + 1e-12 * (np.abs(cost_hat).max() + 1.0))
-    return np.where(cheapest, -quality_hat, np.inf).argmin(axis=1)
 
 
 class Policy:
@@ -197,14 +174,19 @@ class ScorePolicy(Policy):
         return self._steps  # type: ignore[return-value]
 
     def grid(self, n_points: int = 200) -> np.ndarray:
-        """Midpoints between quantiles of all step points, so no grid point sits on a tie."""
+        """Points between adjacent distinct step points, evenly spread over them, so none sits on a tie."""
         _, lam, before, _ = self.steps()
         inner = np.unique(lam[before >= 0])
+        # Steps closer than float noise are one step (the same tie computed from different numbers).
+        inner = inner[np.concatenate([[True], np.diff(inner) > 1e-9 * np.abs(inner[1:])])] if len(inner) else inner
         if len(inner) == 0:
             return np.zeros(1)
-        qs = np.unique(np.quantile(inner, np.linspace(0, 1, max(n_points - 1, 2))))
-        mids = np.sqrt(qs[:-1] * qs[1:]) if (qs > 0).all() else (qs[:-1] + qs[1:]) / 2
-        top = inner.max() * 1.5 + 1e-12
+        # Gaps between consecutive distinct steps; take up to n_points - 2 of them evenly by rank.
+        n_gaps = max(min(n_points - 2, len(inner) - 1), 0)
+        picks = np.unique(np.linspace(0, len(inner) - 2, n_gaps).round().astype(int))
+        lo, hi = inner[picks], inner[picks + 1]
+        mids = np.where(lo > 0, np.sqrt(lo * hi), (lo + hi) / 2)
+        top = inner[-1] * 1.5 + 1e-12
         return np.unique(np.concatenate([[0.0], mids, [top]]))
 
     def curve(self, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
