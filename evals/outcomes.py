@@ -170,18 +170,18 @@ class OutcomeTable:
         bad = ~np.isfinite(score) | (score < 0) | (score > 1)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise SchemaError(f"row {i}{where}: column 'score' is {score[i]!r}, outside [0, 1]")
+            raise SchemaError(f"row {i}{where}: column 'score' is {float(score[i])!r}, outside [0, 1]")
         cost = f["cost_usd"].to_numpy()
         bad = ~np.isfinite(cost) | (cost < 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise SchemaError(f"row {i}{where}: column 'cost_usd' is {cost[i]!r}; costs must be finite and >= 0")
+            raise SchemaError(f"row {i}{where}: column 'cost_usd' is {float(cost[i])!r}; costs must be finite and >= 0")
         for col in ("input_tokens", "output_tokens", "latency_s"):
             v = f[col].to_numpy()
             bad = np.isfinite(v) & (v < 0)
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise SchemaError(f"row {i}{where}: column {col!r} is {v[i]!r}; it must be >= 0")
+                raise SchemaError(f"row {i}{where}: column {col!r} is {float(v[i])!r}; it must be >= 0")
         dup = f.duplicated(["sample_id", "model"])
         if dup.any():
             i = int(np.flatnonzero(dup.to_numpy())[0])
@@ -293,6 +293,8 @@ class OutcomeTable:
     def wide_text(self, column: str = "response") -> np.ndarray:
         """A (n_samples, n_models) object array of a text column ("" where missing)."""
         f = self._frame
+        if column not in f.columns:
+            raise SchemaError(f"outcome table has no column {column!r}")
         rows = pd.Index(self.sample_ids).get_indexer(f["sample_id"])
         cols = pd.Index(self.models).get_indexer(f["model"])
         out = np.full((self.n_samples, self.n_models), "", dtype=object)
@@ -364,7 +366,10 @@ class OutcomeTable:
         keep = counts.to_numpy() == n_models
         dropped = int(f.loc[~keep, "sample_id"].nunique())
         card = replace(self.card, extra={**self.card.extra, "incomplete_samples_dropped": dropped})
-        return OutcomeTable(f[keep], card, origin=self.origin)
+        out = OutcomeTable(f[keep], card, origin=self.origin)
+        if self._model_order is not None:  # keep a selected model order
+            out._model_order = tuple(m for m in self._model_order if m in set(out._frame["model"]))
+        return out
 
     def _with_frame(self, frame: pd.DataFrame, model_order: tuple[str, ...] | None = None) -> OutcomeTable:
         """A table over a subset of this one's (already validated) rows, skipping re-validation."""
@@ -385,7 +390,7 @@ class OutcomeTable:
         """Split by sample into train / validation / test; no sample is in two parts.
 
         Args:
-            fractions: Shares of samples for train, validation and test (must sum to 1; validation may be 0).
+            fractions: Shares of samples for train, validation and test (three positive numbers summing to 1).
             random_state: Seed; the same seed always gives the same split of the same table.
             stratify: If True, split each category separately so parts keep the category mix.
             (``validation`` is where routers calibrate their operating point; never tune on ``test``.)
@@ -474,10 +479,20 @@ def _normalise(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
             continue
         if kind == "str":
             s = f[col]
-            f[col] = s.where(s.notna(), "").astype(str) if s.dtype != object or s.isna().any() else s.map(_as_str)
+            if isinstance(s.dtype, pd.StringDtype):  # already text (e.g. from Parquet): no costly re-cast
+                f[col] = s.fillna("") if s.isna().any() else s
+            elif s.dtype != object or s.isna().any():
+                f[col] = s.where(s.notna(), "").astype(str)
+            else:
+                f[col] = s.map(_as_str)
         elif kind == "float":
-            conv = pd.to_numeric(f[col], errors="coerce")
-            bad = conv.isna() & f[col].notna() & f[col].astype(str).str.strip().ne("")
+            if pd.api.types.is_numeric_dtype(f[col].dtype) and not pd.api.types.is_bool_dtype(f[col].dtype):
+                conv = f[col]  # already numbers: skip the (slow) text checks below
+                bad = pd.Series(False, index=f.index)
+            else:
+                conv = pd.to_numeric(f[col], errors="coerce")
+                suspect = conv.isna() & f[col].notna()
+                bad = suspect & f[col].astype(str).str.strip().ne("") if suspect.any() else suspect
             if bad.any():
                 i = _row(f, bad)
                 raise SchemaError(f"row {i}{_where(origin)}: column {col!r} is {f[col].iat[i]!r}, not a number")
@@ -486,13 +501,26 @@ def _normalise(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
                 raise SchemaError(f"row {i}{_where(origin)}: column {col!r} is empty")
             f[col] = conv.astype(float)
         else:
-            f[col] = f[col].map(_as_bool_cell(col, origin)).astype(bool)
+            if f[col].dtype != bool:  # a bool column needs no cell-by-cell parsing
+                f[col] = _as_bool_column(f[col], col, origin)
     extra = [c for c in f.columns if c not in COLUMNS]
     return f[[*COLUMNS, *extra]]
 
 
 def _as_str(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
+
+
+def _as_bool_column(values: pd.Series, col: str, origin: str) -> pd.Series:
+    """Parse a column of booleans (true/false, 1/0, yes/no; empty = false), naming the first bad row."""
+    conv = _as_bool_cell(col, origin)
+    out = np.empty(len(values), dtype=bool)
+    for i, value in enumerate(values.tolist()):
+        try:
+            out[i] = conv(value)
+        except SchemaError as exc:
+            raise SchemaError(f"row {i}{_where(origin)}: {exc}") from None
+    return pd.Series(out, index=values.index)
 
 
 def _as_bool_cell(col: str, origin: str):  # noqa: ANN202 - small closure
@@ -507,6 +535,6 @@ def _as_bool_cell(col: str, origin: str):  # noqa: ANN202 - small closure
             return True
         if text in falsy:
             return False
-        raise SchemaError(f"column {col!r}{_where(origin)}: {value!r} is not a boolean (true/false)")
+        raise SchemaError(f"column {col!r} is {value!r}, not a boolean (true/false)")
 
     return conv

@@ -17,3 +17,6 @@ __all__ = [
     "register_router",
     "router_registry",
 ]
+
+# Registers every strategy (kept last: strategies import the contract above).
+import routers.strategies  # noqa: E402,F401

@@ -194,57 +194,124 @@ class ScorePolicy(Policy):
         lams = np.asarray(lams, dtype=float)
         row, lam, before, after = self.steps()
         n, m = self.quality.shape
+        k = len(lams)
         # A step at lam_s applies to grid points strictly above it (at the tie the cheaper model wins),
         # except the initial step at 0, which applies everywhere.
         initial = before < 0
-        pos = np.where(initial, 0, np.searchsorted(lams, lam, side="right"))
-        d_cost = self.cost[row, after] - np.where(initial, 0.0, self.cost[row, np.maximum(before, 0)])
-        d_qual = self.quality[row, after] - np.where(initial, 0.0, self.quality[row, np.maximum(before, 0)])
-        k = len(lams)
-        keep = pos < k
-        cost = np.cumsum(np.bincount(pos[keep], weights=d_cost[keep], minlength=k)) / n
-        qual = np.cumsum(np.bincount(pos[keep], weights=d_qual[keep], minlength=k)) / n
-        share = np.zeros((k, m))
-        np.add.at(share, (pos[keep], after[keep]), 1.0)
-        np.add.at(share, (pos[keep & ~initial], before[keep & ~initial]), -1.0)
-        return cost, qual, np.cumsum(share, axis=0) / n
+        pos = np.searchsorted(lams, lam, side="right")
+        pos[initial] = 0
+        keep = np.flatnonzero(pos < k)
+        row, before, after, pos, initial = row[keep], before[keep], after[keep], pos[keep], initial[keep]
+        # Flat gathers and bincounts (np.add.at is an order of magnitude slower at this size).
+        fa, fb = row * m + after, row * m + np.maximum(before, 0)
+        cflat, qflat = self.cost.ravel(), self.quality.ravel()
+        d_cost = cflat[fa] - np.where(initial, 0.0, cflat[fb])
+        d_qual = qflat[fa] - np.where(initial, 0.0, qflat[fb])
+        cost = np.cumsum(np.bincount(pos, weights=d_cost, minlength=k)) / n
+        qual = np.cumsum(np.bincount(pos, weights=d_qual, minlength=k)) / n
+        share = np.bincount(pos * m + after, minlength=k * m).astype(float)
+        moved = ~initial
+        share -= np.bincount(pos[moved] * m + before[moved], minlength=k * m)
+        return cost, qual, np.cumsum(share.reshape(k, m), axis=0) / n
+
+
+_BLOCK = 16_384  # rows per block in _hull_steps: keeps the per-column working vectors in cache
 
 
 def _hull_steps(q: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Walk each row's upper convex hull of (cost, quality) from the cheapest point (see ScorePolicy)."""
+    """Walk each row's upper convex hull of (cost, quality) from the cheapest point (see ScorePolicy).
+
+    A monotone chain per row, vectorised over rows: models are visited in increasing predicted cost and
+    kept on a per-row stack while they keep the hull concave, so each pass works on (n,) vectors rather
+    than (n, m) arrays. Returns all rows' first steps, then all second steps, and so on.
+    """
+    q = np.asarray(q, dtype=float)
+    c = np.asarray(c, dtype=float)
     n, m = q.shape
+    # With the default cost prediction every row has the same costs: one model order serves all rows.
+    shared = bool(n) and bool((c == c[:1]).all())
+    tol = 1e-12 * ((np.abs(c[0]).max() if shared else np.abs(c).max()) + 1.0) if c.size else 0.0
+    st_i = np.empty(n * m, dtype=np.intp)  # per-row stacks of hull vertices, flat (row * m + depth)
+    st_q = np.empty(n * m)
+    st_c = np.empty(n * m)
+    size = np.ones(n, dtype=np.intp)
+    for lo in range(0, n, _BLOCK):
+        hi = min(n, lo + _BLOCK)
+        _hull_chain(q[lo:hi], c[lo:hi], shared, tol, st_i[lo * m : hi * m], st_q[lo * m : hi * m],
+                    st_c[lo * m : hi * m], size[lo:hi])
     rows = np.arange(n)
-    # Start: the cheapest model, ties to the better one then the lower index (as ``decide`` at lam = 0).
-    cheapest = c <= c.min(axis=1, keepdims=True) + 1e-12 * (np.abs(c).max() + 1.0)
-    cur = np.where(cheapest, -q, np.inf).argmin(axis=1)
-    out_row, out_lam, out_before, out_after = [rows], [np.zeros(n)], [np.full(n, -1)], [cur.copy()]
-    active = np.ones(n, dtype=bool)
-    for _ in range(m - 1):
-        qc, cc = q[rows, cur][:, None], c[rows, cur][:, None]
-        gain = q - qc
-        better = (gain > 1e-12) & active[:, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.where(better, (c - cc) / np.where(better, gain, 1.0), np.inf)
-        slope = np.maximum(slope, 0.0)
-        best = slope.min(axis=1)
-        active &= np.isfinite(best)
-        if not active.any():
-            break
-        # Among models reached at the same lam, jump to the best one (the far end of that hull edge).
-        tie = (slope <= best[:, None] * (1 + 1e-12) + 1e-300) & better
-        nxt = np.where(tie, -q, np.inf).argmin(axis=1)
-        idx = np.flatnonzero(active)
+    out_row, out_lam, out_before, out_after = [rows], [np.zeros(n)], [np.full(n, -1)], [st_i[rows * m]]
+    for k in range(1, int(size.max(initial=1))):
+        idx = np.flatnonzero(size > k)
+        fa = idx * m + k
         out_row.append(idx)
-        out_lam.append(best[idx])
-        out_before.append(cur[idx])
-        out_after.append(nxt[idx])
-        cur = np.where(active, nxt, cur)
+        out_lam.append(np.maximum((st_c[fa] - st_c[fa - 1]) / (st_q[fa] - st_q[fa - 1]), 0.0))
+        out_before.append(st_i[fa - 1])
+        out_after.append(st_i[fa])
     return (
         np.concatenate(out_row),
         np.concatenate(out_lam),
         np.concatenate(out_before),
         np.concatenate(out_after),
     )
+
+
+def _hull_chain(
+    q: np.ndarray, c: np.ndarray, shared: bool, tol: float,
+    st_i: np.ndarray, st_q: np.ndarray, st_c: np.ndarray, size: np.ndarray,
+) -> None:
+    """Fill the flat hull stacks of one block of rows in place (see :func:`_hull_steps`)."""
+    n, m = q.shape
+    rows = np.arange(n)
+    # Start: the cheapest model, ties to the better one then the lower index (as ``decide`` at lam = 0).
+    if shared:
+        c0 = c[0]
+        order0 = np.argsort(c0, kind="stable")
+        tied = np.flatnonzero(c0 <= c0.min() + tol)
+        start = tied[np.argmin(-q[:, tied], axis=1)] if len(tied) > 1 else np.full(n, tied[0])
+    else:
+        cheapest = c <= c.min(axis=1, keepdims=True) + tol
+        start = np.where(cheapest, -q, np.inf).argmin(axis=1)
+        order = np.argsort(c, axis=1, kind="stable")
+    base = rows * m
+    st_i[base] = start
+    st_q[base] = q[rows, start]
+    st_c[base] = c[rows, start]
+    bar = st_q[base] + 1e-12
+    for j in range(m):
+        if shared:
+            qn = q[:, order0[j]]
+        else:
+            nj = order[:, j]
+            qn = q[rows, nj]
+        # Only a model better than the current top can ever be chosen (a dearer, no better one never is).
+        r = np.flatnonzero(qn > bar)
+        if len(r) == 0:
+            continue
+        qn_r = qn[r]
+        if shared:
+            cn = np.full(len(r), c0[order0[j]])
+            nr = np.full(len(r), order0[j])
+        else:
+            nr = nj[r]
+            cn = c[r, nr]
+        work = np.flatnonzero(size[r] >= 2)
+        while len(work):
+            # Pop the top while the new model is reached at a lam no higher than the top itself (within
+            # the relative tolerance that makes two step points a tie: the far end of an edge wins).
+            rr = r[work]
+            fb = rr * m + size[rr] - 1
+            qb, cb = st_q[fb], st_c[fb]
+            s_ab = np.maximum((cb - st_c[fb - 1]) / (qb - st_q[fb - 1]), 0.0)
+            s_bn = np.maximum((cn[work] - cb) / (qn_r[work] - qb), 0.0)
+            pop = s_ab >= s_bn * (1 - 1e-12) - 1e-300
+            work, rr = work[pop], rr[pop]
+            size[rr] -= 1
+            work = work[size[rr] >= 2]
+        f = r * m + size[r]
+        st_i[f], st_q[f], st_c[f] = nr, qn_r, cn
+        size[r] += 1
+        bar[r] = qn_r + 1e-12
 
 
 class Router(BaseEstimator):

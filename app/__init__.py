@@ -1,0 +1,1 @@
+"""RouteLab's Streamlit app (run with ``streamlit run app``)."""

@@ -1,0 +1,150 @@
+"""Compare: fit routers on the train split, sweep them on test, rank them by savings at parity."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import streamlit as st
+
+from app import services
+from evals.exceptions import WorkbenchError
+
+st.title("Compare routers")
+source = services.current_source()
+try:
+    table = services.load_table(source)
+except WorkbenchError as exc:
+    st.error(f"**Could not load task set**: {exc}")
+    st.stop()
+st.caption(
+    f"Task set **{table.card.name}**: {table.n_samples:,} samples x {table.n_models} models. Routers are fitted "
+    f"on {services.SPLIT_FRACTIONS[0]:.0%} of the samples and measured on a held-out {services.SPLIT_FRACTIONS[2]:.0%} "
+    "(the same split and metrics as `routelab eval`)."
+)
+if table.cost_estimated:
+    st.warning("Costs in this task set are **ESTIMATED** (not billed usage); so are the savings below.",
+               icon=":material/warning:")
+
+
+def _param_widget(router: str, param: str, default: Any, models: tuple[str, ...]) -> Any:
+    """One input per constructor parameter, typed from its default value."""
+    key = f"cmp_p_{router}_{param}"
+    if isinstance(default, bool):
+        return st.checkbox(param, default, key=key)
+    if isinstance(default, int):
+        return int(st.number_input(param, value=default, step=1, key=key))
+    if isinstance(default, float):
+        return float(st.number_input(param, value=default, format="%g", key=key))
+    if default is None and param in services.MODEL_PARAMS:
+        picked = st.selectbox(param, ["(default)", *models], key=key)
+        return None if picked == "(default)" else picked
+    if isinstance(default, str):
+        return st.text_input(param, default, key=key)
+    text = st.text_input(f"{param} (JSON; empty = default)", "" if default is None else json.dumps(default),
+                         key=key)
+    if not text.strip():
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a plain string (a path, a name)
+
+
+# ------------------------------------------------------------------------------------------ choose routers
+names = [n for n in services.router_names() if n != "oracle"]  # the oracle is drawn as a reference anyway
+defaults = [n for n in services.DEFAULT_ROUTERS if n in names]
+chosen = st.multiselect("Routers", names, default=defaults, key="cmp_routers",
+                        help="Every registered router. The oracle, single models and a random mix are always drawn.")
+
+with st.expander("Settings: models, samples, split, parity margin", expanded=False):
+    models = st.multiselect("Models", list(table.models), default=list(table.models), key="cmp_models")
+    c1, c2, c3, c4 = st.columns(4)
+    max_samples = int(c1.number_input("Max samples (0 = all)", 0, table.n_samples, 0, step=500, key="cmp_max"))
+    seed = int(c2.number_input("Split seed", 0, 10**6, 0, key="cmp_seed"))
+    margin = float(c3.number_input("Parity margin (quality points)", 0.0, 0.2, 0.005, step=0.001, format="%.3f",
+                                   key="cmp_margin"))
+    n_resamples = int(c4.number_input("Bootstrap resamples", 100, 5000, 1000, step=100, key="cmp_resamples"))
+    log_runs = st.checkbox("Log each run to MLflow (like `routelab eval`)", True, key="cmp_log")
+
+specs: list[dict[str, Any]] = []
+for name in chosen:
+    defaults_p = services.router_defaults(name)
+    with st.expander(f"{name}: {services.router_description(name)}", expanded=False):
+        params = {p: _param_widget(name, p, v, tuple(models)) for p, v in sorted(defaults_p.items())}
+    specs.append({"name": name, "params": {k: v for k, v in params.items() if v != defaults_p.get(k)}})
+
+if len(models) < 2:
+    st.error("Pick at least two models to route between.")
+    st.stop()
+settings = services.CompareSettings(
+    models=None if list(models) == list(table.models) else tuple(models),
+    max_samples=max_samples or None, split_seed=seed, margin=margin, n_resamples=n_resamples,
+)
+
+# ------------------------------------------------------------------------------------------ run
+if st.button("Run comparison", type="primary", key="cmp_run", disabled=not specs):
+    bar = st.progress(0.0, text="Starting...")
+
+    def _progress(done: int, total: int, label: str) -> None:
+        bar.progress(done / max(total, 1), text=f"{label} ({done}/{total}): fitting on train, sweeping test"
+                     if done < total else "Done")
+
+    try:
+        result = services.run_compare(source, specs, settings, progress=_progress)
+    except WorkbenchError as exc:
+        st.error(f"**Comparison failed**: {exc}", icon=":material/error:")
+        st.stop()
+    st.session_state["cmp_state"] = {"source": source, "specs": specs, "settings": settings, "run_id": None}
+    if log_runs:
+        try:
+            st.session_state["cmp_state"]["run_id"] = services.log_to_mlflow(result)
+        except WorkbenchError as exc:
+            st.warning(f"Not logged to MLflow: {exc}")
+
+state = st.session_state.get("cmp_state")
+if not state or state["source"] != source:
+    st.info("Choose routers and press **Run comparison**. Fitted routers are cached, so re-runs are instant.")
+    st.stop()
+
+# ------------------------------------------------------------------------------------------ show
+# Everything below reads cached results: redraws do not refit or rescore.
+result = services.run_compare(state["source"], state["specs"], state["settings"])
+points = {r.label: services.point_table(state["source"], r.spec, state["settings"]) for r in result.routers}
+singles = services.single_model_points(state["source"], state["settings"])
+best = result.best_single
+st.markdown(
+    f"Test split: **n = {result.n_test:,}** samples (train {result.n_train:,}, validation "
+    f"{result.n_validation:,}). Best single model **{best['name']}**: quality {best['quality']:.3f} "
+    f"[{best['quality_ci']['low']:.3f}, {best['quality_ci']['high']:.3f}] at ${best['cost_per_1k']:.4f} per 1k "
+    f"requests{' (ESTIMATED)' if result.cost_estimated else ''}; oracle quality {result.oracle['quality']:.3f}."
+)
+if state.get("run_id"):
+    st.caption(f"Logged to MLflow run `{state['run_id']}` at {services.tracking_uri()}.")
+
+left, right = st.columns([3, 2])
+with left:
+    st.plotly_chart(services.frontier_figure(result, points, singles), key="cmp_frontier", width="stretch")
+with right:
+    st.subheader("Savings at parity")
+    st.caption(
+        f"Share of the best single model's cost saved at the cheapest operating point whose quality is within "
+        f"{result.config.margin:g} of it, with a paired-bootstrap 95% interval over the n test samples "
+        "(the parity point is re-chosen in every resample; no lower bound when parity is often missed)."
+    )
+    st.dataframe(
+        services.ranking_frame(result), key="cmp_ranking", hide_index=True, width="stretch",
+        column_config={
+            "savings_at_parity_%": st.column_config.NumberColumn("savings %", format="%.1f"),
+            "ci_low_%": st.column_config.NumberColumn("95% CI low", format="%.1f"),
+            "ci_high_%": st.column_config.NumberColumn("95% CI high", format="%.1f"),
+            "reached_in_%_of_resamples": st.column_config.NumberColumn("reached %", format="%.0f"),
+            "quality_at_parity": st.column_config.NumberColumn("quality", format="%.3f"),
+            "cost_per_1k_at_parity": st.column_config.NumberColumn("$ / 1k", format="%.4f"),
+            "savings_at_95%_quality_%": st.column_config.NumberColumn("@95% quality", format="%.1f"),
+            "savings_at_99%_quality_%": st.column_config.NumberColumn("@99% quality", format="%.1f"),
+            "aiq": st.column_config.NumberColumn("AIQ", format="%.4f"),
+        },
+    )
+    with st.expander("At the operating point calibrated on validation"):
+        st.dataframe(result.summary_frame(), hide_index=True, width="stretch", key="cmp_summary")

@@ -1,0 +1,255 @@
+"""MLflow tracking of evaluations: the only RouteLab module that imports mlflow.
+
+Layout of what is logged:
+
+- the tracking URI comes from ``MLFLOW_TRACKING_URI``; without it, a SQLite file ``mlflow.db`` in the
+  working folder (embedded, no server needed; its artifacts go to ``mlartifacts/`` beside it);
+- one **experiment per task set** (``routelab/<dataset>``);
+- one **parent run per evaluation**: the config, split and reference numbers (best single model, oracle), the
+  summary JSON, the report and the dataset (logged as an input with :mod:`mlflow.data`);
+- one **nested child run per router**: its spec as flat params, its summaries as metrics, and its frontier
+  table (CSV and JSON), per-category table and an interactive plotly plot as artifacts.
+
+Nothing from the environment is logged (no variables, no keys). ``mlflow.start_run`` raises a bare
+``Exception`` when a run is already active; :func:`start_run` here ends a leftover run first and turns any
+other failure into :class:`TrackingError`.
+
+Example:
+    >>> run_id = log_evaluation(result, report_paths=[Path("report/report.html")])   # doctest: +SKIP
+    >>> # then: mlflow ui --backend-store-uri sqlite:///mlflow.db
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from evals.exceptions import WorkbenchError
+
+__all__ = ["TrackingError", "experiment_name", "flat_params", "log_evaluation", "start_run", "tracking_uri"]
+
+log = logging.getLogger(__name__)
+
+
+class TrackingError(WorkbenchError):
+    """MLflow refused to start or log a run (the message says which and why)."""
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<working folder>/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    return env or f"sqlite:///{(Path.cwd() / 'mlflow.db').as_posix()}"
+
+
+def experiment_name(dataset: str) -> str:
+    """The experiment of a task set: ``routelab/<dataset>``."""
+    return f"routelab/{dataset}"
+
+
+def _artifact_location(uri: str, name: str) -> str | None:
+    """For a local SQLite store: ``mlartifacts/`` beside the database file (else the server decides)."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts" / name.replace("/", "_")).resolve().as_uri()
+    return None
+
+
+def _use_experiment(uri: str, name: str) -> str:
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    try:
+        exp = client.get_experiment_by_name(name)
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(
+            name, artifact_location=_artifact_location(uri, name))
+        mlflow.set_experiment(experiment_id=exp_id)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types; report them as one
+        raise TrackingError(f"cannot use MLflow experiment {name!r} at {_safe_uri(uri)}: {exc}") from exc
+    return exp_id
+
+
+def _safe_uri(uri: str) -> str:
+    """The URI without any user:password part (never print credentials)."""
+    if "@" in uri and "://" in uri:
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+@contextmanager
+def start_run(run_name: str, *, nested: bool = False, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """``mlflow.start_run`` that never raises MLflow's bare ``Exception`` for a leftover active run.
+
+    A top-level run first ends any run left active (by a crashed caller in the same process); failures are
+    raised as :class:`TrackingError`. The run ends FAILED if the body raises.
+    """
+    if not nested:
+        leftover = mlflow.active_run()
+        while leftover is not None:
+            log.warning("ending leftover active MLflow run %s", leftover.info.run_id)
+            mlflow.end_run(status="KILLED")
+            leftover = mlflow.active_run()
+    try:
+        run = mlflow.start_run(run_name=run_name, nested=nested, tags=tags)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises a bare Exception here
+        raise TrackingError(f"cannot start MLflow run {run_name!r}: {exc}") from exc
+    try:
+        yield run
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run()
+
+
+def flat_params(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten nested dicts into ``a.b`` keys with string values (MLflow params are flat strings)."""
+    out: dict[str, str] = {}
+    if isinstance(obj, dict) and obj:
+        for k, v in obj.items():
+            out.update(flat_params(v, f"{prefix}{k}."))
+        return out
+    text = obj if isinstance(obj, str) else json.dumps(obj, default=str)
+    out[prefix[:-1] if prefix.endswith(".") else prefix] = text[:6000]  # MLflow's param length limit
+    return out
+
+
+def _metrics(d: dict[str, Any]) -> dict[str, float]:
+    """Only the finite numbers of a flat dict (MLflow metrics must be numbers)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, bool):
+            out[k] = float(v)
+        elif isinstance(v, (int, float)) and v == v and abs(v) != float("inf"):
+            out[k] = float(v)
+    return out
+
+
+def router_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The metrics of one router's child run, from its ``--json`` summary."""
+    cal = summary["calibrated"]
+    flat: dict[str, Any] = {
+        "aiq": summary["aiq"],
+        "savings_at_parity": summary["savings_at_parity"],
+        "savings_at_parity_ci_low": summary["savings_at_parity_ci"][0],
+        "savings_at_parity_ci_high": summary["savings_at_parity_ci"][1],
+        "parity_reached_share": summary["parity_reached_share"],
+        "quality_at_parity": summary["quality_at_parity"],
+        "cost_per_1k_at_parity": summary["cost_per_1k_at_parity"],
+        "savings_at_95pct": summary["savings_at_95pct"],
+        "savings_at_99pct": summary["savings_at_99pct"],
+        "calibrated_lam": cal["lam"],
+        "calibrated_met": cal["met"],
+        "n_points": summary["n_points"],
+    }
+    for split in ("validation", "test"):
+        for k, v in cal[split].items():
+            flat[f"calibrated_{split}_{k}"] = v
+    for name, iv in summary["at_calibrated"].items():
+        flat[f"test_{name}"] = iv["value"]
+        flat[f"test_{name}_ci_low"] = iv["low"]
+        flat[f"test_{name}_ci_high"] = iv["high"]
+    ni = summary["non_inferiority"]
+    flat.update({"noninferiority_p": ni["p_value"], "noninferiority_pass": ni["non_inferior"]})
+    for k, v in (summary.get("two_model") or {}).items():
+        flat[k] = v
+    for k, v in summary["seconds"].items():
+        flat[f"seconds_{k}"] = v
+    return _metrics(flat)
+
+
+def log_evaluation(
+    result: Any,
+    *,
+    uri: str | None = None,
+    report_paths: Sequence[Path] = (),
+    config_path: str | None = None,
+) -> str:
+    """Log an :class:`~evals.experiment.EvaluationResult`: a parent run and one child run per router.
+
+    Args:
+        result: The evaluation result.
+        uri: Tracking URI (default: :func:`tracking_uri`).
+        report_paths: Report files to attach to the parent run.
+        config_path: The config file to attach (default: the one the result was run from, if it exists).
+
+    Returns:
+        The parent run id.
+
+    Raises:
+        TrackingError: when MLflow cannot be reached or refuses the run.
+    """
+    from evals.report import frontier_figure
+
+    uri = uri or tracking_uri()
+    _use_experiment(uri, experiment_name(result.dataset))
+    summary = result.to_json()
+    cfg = result.config
+    run_name = cfg.name or f"eval-{result.dataset}"
+    try:
+        with start_run(run_name, tags={"routelab.kind": "evaluation", "routelab.dataset": result.dataset}) as parent:
+            mlflow.log_params(flat_params({
+                "dataset": result.dataset, "source": cfg.source, "models": list(result.models),
+                "split.fractions": list(cfg.fractions), "split.seed": cfg.split_seed,
+                "split.stratify": cfg.stratify, "n_points": cfg.n_points, "margin": cfg.margin,
+                "n_resamples": cfg.n_resamples, "bootstrap_seed": cfg.seed,
+                "target": cfg.target.to_dict(), "gates": cfg.gates,
+                "routers": [r.label for r in result.routers], "cost_estimated": result.cost_estimated,
+            }))
+            mlflow.log_metrics(_metrics({
+                "n_train": result.n_train, "n_validation": result.n_validation, "n_test": result.n_test,
+                "best_single_quality": result.best_single["quality"],
+                "best_single_cost_per_1k": result.best_single["cost_per_1k"],
+                "oracle_quality": result.oracle["quality"], "oracle_cost_per_1k": result.oracle["cost_per_1k"],
+            }))
+            _log_dataset(result)
+            mlflow.log_dict(summary, "summary.json")
+            for path in report_paths:
+                mlflow.log_artifact(str(path), artifact_path="report")
+            cfg_file = config_path or (cfg.path if cfg.path and Path(cfg.path).is_file() else None)
+            if cfg_file:
+                mlflow.log_artifact(cfg_file, artifact_path="config")
+            for r, rs in zip(result.routers, summary["routers"]):
+                with start_run(r.label, nested=True, tags={"routelab.kind": "router",
+                                                          "routelab.router": r.spec["name"]}):
+                    mlflow.log_params(flat_params({"router": r.spec["name"], "label": r.label,
+                                                   "params": r.spec.get("params", {})}))
+                    mlflow.log_metrics(router_metrics(rs))
+                    _log_router_artifacts(r, frontier_figure)
+            return str(parent.info.run_id)
+    except TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a store or artifact failure of any kind
+        raise TrackingError(f"logging to MLflow at {_safe_uri(uri)} failed: {exc}") from exc
+
+
+def _log_dataset(result: Any) -> None:
+    """The replayed outcomes as an MLflow dataset input (ids, categories, scores and costs; no text)."""
+    import mlflow.data
+
+    frame = result.table.frame[["sample_id", "category", "model", "score", "cost_usd", "cost_estimated"]]
+    source = result.config.source
+    dataset = mlflow.data.from_pandas(frame, source=source, name=result.dataset)
+    mlflow.log_input(dataset, context="evaluation")
+
+
+def _log_router_artifacts(r: Any, figure_fn: Any) -> None:
+    frame = r.frontier.to_frame()
+    with tempfile.TemporaryDirectory(prefix="routelab-mlflow-") as tmp:
+        d = Path(tmp)
+        frame.to_csv(d / "frontier.csv", index=False)
+        (d / "frontier.json").write_text(frame.to_json(orient="records"), encoding="utf-8")
+        r.categories.to_csv(d / "categories.csv", index=False)
+        fig = figure_fn([r.frontier], title=f"{r.label}: quality vs cost")
+        # The plotly library comes from its CDN so that each run's plot stays small; the report logged on
+        # the parent run is fully self-contained.
+        fig.write_html(d / "frontier.html", include_plotlyjs="cdn", full_html=True)
+        for name in ("frontier.csv", "frontier.json", "categories.csv", "frontier.html"):
+            mlflow.log_artifact(str(d / name), artifact_path="frontier")

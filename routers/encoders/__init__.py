@@ -1,0 +1,1 @@
+"""Encoder implementations behind :mod:`routers.embeddings` (import them through ``get_encoder(name)``)."""

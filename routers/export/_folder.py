@@ -1,0 +1,115 @@
+"""The layout of an export folder, its checksums, and the one safe way to run its runtime module.
+
+An export folder holds exactly these files (anything else makes :func:`verify_folder` refuse it):
+
+=================  =========  ============================================================================
+file               checked    what it is
+=================  =========  ============================================================================
+``router.json``    manifest   spec, operating point, models, prices, card, encoder, sha256 of the others
+``arrays.npz``     sha256     the fitted arrays (numpy ``.npz``, read with ``allow_pickle=False``)
+``runtime.py``     sha256     a verbatim copy of ``routers/runtime.py``: the only code ever executed
+``mlflow_model.py`` sha256    the MLflow "model from code" file (run by MLflow only, never by RouteLab)
+``upstreams.toml`` editable   where each model is served: the service owner edits it (data, parsed as TOML)
+``README.md``      editable   for the service owner
+=================  =========  ============================================================================
+
+Trust decision (documented in the README of every export): checksums recorded in ``router.json`` detect
+accidental damage, but anyone who can edit the folder can also edit ``router.json``. So RouteLab executes the
+folder's ``runtime.py`` only when it is *byte-identical to the runtime shipped with the installed RouteLab*
+(``routers/runtime.py``); a runtime written by another RouteLab version is refused unless the caller passes
+``trust_foreign_runtime=True`` after reviewing it. The verified bytes themselves are compiled and executed (no
+second read, no ``__pycache__`` written or read), so the code that runs is the code that was checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+from evals.exceptions import WorkbenchError
+
+__all__ = [
+    "ARRAYS",
+    "CHECKED_FILES",
+    "EDITABLE_FILES",
+    "ExportError",
+    "MANIFEST",
+    "PYFUNC_CODE",
+    "README",
+    "RUNTIME",
+    "SCHEMA_VERSION",
+    "TamperedExportError",
+    "UPSTREAMS",
+    "exec_runtime",
+    "installed_runtime_source",
+    "sha256_bytes",
+    "sha256_file",
+]
+
+SCHEMA_VERSION = 1
+FORMAT = "routelab-export"
+MANIFEST = "router.json"
+ARRAYS = "arrays.npz"
+RUNTIME = "runtime.py"
+PYFUNC_CODE = "mlflow_model.py"
+UPSTREAMS = "upstreams.toml"
+README = "README.md"
+#: Files whose sha256 is recorded in the manifest and must match on load.
+CHECKED_FILES = (ARRAYS, RUNTIME, PYFUNC_CODE)
+#: Files the service owner may edit after export (data only; never executed).
+EDITABLE_FILES = (UPSTREAMS, README)
+
+
+class ExportError(WorkbenchError):
+    """A router that cannot be exported, or an export folder that cannot be used."""
+
+
+class TamperedExportError(ExportError):
+    """An export folder whose content differs from what was exported (changed, added or missing files)."""
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def installed_runtime_source() -> bytes:
+    """The bytes of ``routers/runtime.py`` of this RouteLab installation (what an export ships)."""
+    spec = importlib.util.find_spec("routers.runtime")
+    if spec is None or spec.origin is None:  # pragma: no cover - a broken installation
+        raise ExportError("routers.runtime is not installed; cannot export or verify a runtime")
+    return Path(spec.origin).read_bytes()
+
+
+def exec_runtime(source: bytes, origin: Path) -> types.ModuleType:
+    """Execute already-verified runtime source as a fresh module (never imported from the folder by name).
+
+    The module is registered in ``sys.modules`` under a name derived from its hash (dataclasses and
+    ``typing`` look modules up there), so two exports with the same runtime share one module object.
+    """
+    name = f"routelab_export_runtime_{sha256_bytes(source)[:16]}"
+    existing = sys.modules.get(name)
+    if existing is not None:
+        return existing
+    spec = importlib.util.spec_from_loader(name, loader=None, origin=str(origin))
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    module.__file__ = str(origin)
+    sys.modules[name] = module
+    try:
+        exec(compile(source, str(origin), "exec"), module.__dict__)  # noqa: S102 - verified bytes only
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module

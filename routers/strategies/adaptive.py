@@ -1,0 +1,343 @@
+"""An adaptive router that learns from feedback: per (category, model) success with forgetting.
+
+Idea: a contextual multi-armed bandit with one context per category and discounted Beta posteriors
+(discounted Thompson sampling / "discounted UCB" for non-stationary bandits: Garivier & Moulines, 2011, "On
+upper-confidence bound policies for switching bandit problems"; Raj & Kalyani, 2017, "Taming non-stationary
+bandits: a Bayesian approach"). Applied to LLM routing it is the feedback loop of production routers that
+watch per-segment success and fall back to a stronger model when a cheap one degrades.
+
+* **Prior** (fitted on train): per category, each model's train success rate (shrunk toward its overall rate)
+  as a Beta prior worth ``prior_strength`` observations.
+* **Evidence** (live state): per (category, model) discounted counts of successes and failures. A feedback for
+  category ``g`` first multiplies every model's counts in ``g`` by ``forgetting`` (so old evidence fades, on
+  the clock of that category's traffic) and then adds ``score`` to the successes and ``1 - score`` to the
+  failures of the model that answered. Posterior mean = ``(prior_a + s) / (prior_a + prior_b + s + f)``.
+* **Decision**: the shared operating point ``lam``: ``argmax lam * posterior_mean - mean cost`` per request
+  (ties to the cheaper model). When a cheap model fails its posterior drops and the router **backs off** to a
+  stronger one; because the failures fade, and because with probability ``explore`` a request is sent to the
+  model the *prior* would pick, a backed-off model is re-tried and **recovers** once it does well again.
+* **State** is small and JSON-serialisable (``{category: {model: [successes, failures]}}``): several workers
+  can share it (:meth:`AdaptiveRouter.get_state` / :meth:`AdaptiveRouter.set_state`).
+
+Evaluation replays a table's samples **in arrival order** (row order): route, then feed back the recorded
+score of the model routed to, starting each operating point from a fresh copy of the fitted prior. All
+operating points are simulated together (one pass over the stream, numpy over the points), with the same
+exploration draws for every point (common random numbers), so the sweep is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from evals.exceptions import ConfigError, SchemaError
+from evals.outcomes import OutcomeTable
+from routers.base import Policy, Queries, Router
+from routers.registry import register_router
+
+__all__ = ["AdaptivePolicy", "AdaptiveRouter"]
+
+_UNKNOWN = ""  # the category of requests that carry none
+
+
+@register_router("adaptive")
+class AdaptiveRouter(Router):
+    """Adaptive router: per-category discounted Beta posteriors of success; backs off and recovers.
+
+    Source: discounted (non-stationary) bandits, Garivier & Moulines (2011); Raj & Kalyani (2017). See the
+    module docstring for the prior, the update, the decision and the replay.
+
+    Args:
+        prior_strength: Pseudo-observations of the train prior per (category, model) (> 0). Smaller adapts
+        faster. forgetting: Per-request discount of a category's evidence, in (0, 1]; ``1 / (1 -
+        forgetting)`` is the
+            effective memory in requests of that category (1 = never forget).
+        explore: Probability of sending a request to the model the prior would pick when the posterior has
+            backed off from it (re-tries a model so it can recover), in [0, 1).
+        smoothing: Pseudo-count that shrinks per-category train rates toward the model's overall rate.
+        random_state: Seed of the exploration draws.
+    """
+
+    exportable = False  # its state changes with feedback; the numpy runtime has no feedback head (see report)
+
+    def __init__(
+        self,
+        *,
+        prior_strength: float = 10.0,
+        forgetting: float = 0.97,
+        explore: float = 0.1,
+        smoothing: float = 20.0,
+        random_state: int = 0,
+    ) -> None:
+        self.prior_strength = prior_strength
+        self.forgetting = forgetting
+        self.explore = explore
+        self.smoothing = smoothing
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fitting
+    def _fit(self, train: OutcomeTable) -> None:
+        if not float(self.prior_strength) > 0:
+            raise ConfigError(f"adaptive prior_strength must be > 0, got {self.prior_strength!r}")
+        if not 0 < float(self.forgetting) <= 1:
+            raise ConfigError(f"adaptive forgetting must be in (0, 1], got {self.forgetting!r}")
+        if not 0 <= float(self.explore) < 1:
+            raise ConfigError(f"adaptive explore must be in [0, 1), got {self.explore!r}")
+        if not float(self.smoothing) >= 0:
+            raise ConfigError(f"adaptive smoothing must be >= 0, got {self.smoothing!r}")
+        q = train.quality
+        cats = np.asarray([str(c) for c in train.categories], dtype=object)
+        overall = q.mean(axis=0)
+        k = float(self.smoothing)
+        vocab = sorted({c for c in cats if c})
+        rates = []
+        for c in vocab:
+            rows = cats == c
+            rates.append((q[rows].sum(axis=0) + k * overall) / (rows.sum() + k))
+        rates.append(overall)  # the last row: unknown category
+        self.categories_ = (*vocab, _UNKNOWN)
+        self.prior_rate_ = np.clip(np.asarray(rates, dtype=float), 1e-3, 1 - 1e-3)
+        # Live state: discounted (successes, failures) per (category, model); starts empty (= the prior).
+        self.evidence_ = np.zeros((len(self.categories_), len(self.models_), 2))
+        self.rng_ = np.random.default_rng(self.random_state)
+
+    def _cat_rows(self, categories: Sequence[str] | None, n: int) -> np.ndarray:
+        index = {c: j for j, c in enumerate(self.categories_)}
+        unknown = len(self.categories_) - 1
+        if categories is None:
+            return np.full(n, unknown, dtype=int)
+        return np.array([index.get(str(c), unknown) for c in categories], dtype=int)
+
+    # ------------------------------------------------------------------ live use
+    def posterior_mean(self, categories: Sequence[str] | None = None, n: int | None = None) -> np.ndarray:
+        """Current estimated success per (request, model) from the prior and the feedback so far."""
+        self._check_fitted()
+        if n is None:
+            n = 1 if categories is None else len(categories)
+        rows = self._cat_rows(categories, n)
+        a0 = self.prior_strength * self.prior_rate_[rows]
+        s, f = self.evidence_[rows, :, 0], self.evidence_[rows, :, 1]
+        return (a0 + s) / (float(self.prior_strength) + s + f)
+
+    def predict_quality(self, queries: Queries) -> np.ndarray:
+        """The posterior mean success per (query, model) for the query's category (unknown: the overall)."""
+        return self.posterior_mean(queries.categories, len(queries))
+
+    def route_indices(self, queries: Queries, lam: float) -> np.ndarray:
+        """Argmax of ``lam * posterior - cost``; with chance ``explore`` the prior's pick if backed off."""
+        self._check_fitted()
+        q = self.predict_quality(queries)
+        c = self.cost_per_model_
+        choice = _decide_rows(q, c, lam)
+        prior_pick = _decide_rows(self.prior_rate_[self._cat_rows(queries.categories, len(queries))], c, lam)
+        u = self.rng_.random(len(queries))
+        return np.where((u < float(self.explore)) & (prior_pick != choice), prior_pick, choice)
+
+    def update(self, category: str | None, model: str, score: float) -> None:
+        """Feed back the quality of one answer (what the proxy's feedback endpoint calls).
+
+        Args:
+            category: The request's category ("" or None when unknown; an unseen one counts as unknown).
+            model: The model that answered (one of ``models_``).
+            score: Its quality in [0, 1] (1 = success).
+
+        Raises:
+            SchemaError: for an unknown model or a score outside [0, 1].
+        """
+        self._check_fitted()
+        if model not in self.models_:
+            raise SchemaError(f"feedback for unknown model {model!r}; models: {', '.join(self.models_)}")
+        score = float(score)
+        if not 0.0 <= score <= 1.0:
+            raise SchemaError(f"feedback score must be in [0, 1], got {score!r}")
+        g = self._cat_rows([category or ""], 1)[0]
+        self.evidence_[g] *= float(self.forgetting)
+        j = self.models_.index(model)
+        self.evidence_[g, j, 0] += score
+        self.evidence_[g, j, 1] += 1.0 - score
+
+    def get_state(self) -> dict[str, dict[str, list[float]]]:
+        """The live evidence as JSON-able ``{category: {model: [successes, failures]}}`` (shareable)."""
+        self._check_fitted()
+        return {
+            c: {m: [float(v) for v in self.evidence_[i, j]] for j, m in enumerate(self.models_)}
+            for i, c in enumerate(self.categories_)
+        }
+
+    def set_state(self, state: dict[str, dict[str, Sequence[float]]] | str) -> None:
+        """Load evidence written by :meth:`get_state` (a dict or its JSON text); unknown keys are errors."""
+        self._check_fitted()
+        data = json.loads(state) if isinstance(state, str) else state
+        new = np.zeros_like(self.evidence_)
+        for c, per_model in data.items():
+            if c not in self.categories_:
+                raise SchemaError(f"state has unknown category {c!r}; categories: {list(self.categories_)}")
+            for m, sf in per_model.items():
+                if m not in self.models_:
+                    raise SchemaError(f"state has unknown model {m!r} in category {c!r}")
+                vals = np.asarray(sf, dtype=float)
+                if vals.shape != (2,) or (vals < 0).any() or not np.isfinite(vals).all():
+                    raise SchemaError(f"state[{c!r}][{m!r}] must be [successes, failures] >= 0, got {sf!r}")
+                new[self.categories_.index(c), self.models_.index(m)] = vals
+        self.evidence_ = new
+
+    def reset_state(self) -> None:
+        """Forget all feedback (back to the fitted prior) and restart the exploration draws."""
+        self._check_fitted()
+        self.evidence_ = np.zeros_like(self.evidence_)
+        self.rng_ = np.random.default_rng(self.random_state)
+
+    # ------------------------------------------------------------------ replay
+    def policy(self, table: OutcomeTable, *, use_categories: bool = True) -> AdaptivePolicy:
+        """The replay of a table's samples in arrival (row) order, from a fresh copy of the fitted prior."""
+        self._check_fitted()
+        table = self._align(table)
+        cats = [str(c) for c in table.categories] if use_categories else None
+        return AdaptivePolicy(
+            self.models_,
+            self._cat_rows(cats, table.n_samples),
+            self.prior_rate_,
+            self.cost_per_model_,
+            table.quality,
+            table.cost,
+            prior_strength=float(self.prior_strength),
+            forgetting=float(self.forgetting),
+            explore=float(self.explore),
+            random_state=self.random_state,
+        )
+
+
+def _decide_rows(q: np.ndarray, cost: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
+    """Argmax of ``lam * q - cost`` per row with ties to the cheaper model; ``lam`` scalar or one per row."""
+    lam_arr = np.asarray(lam, dtype=float)
+    if (~np.isfinite(lam_arr)).any() or (lam_arr < 0).any():
+        raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
+    lam_col = lam_arr.reshape(-1, 1) if lam_arr.ndim else lam_arr
+    utility = lam_col * q - cost
+    best = utility.max(axis=1, keepdims=True)
+    tied = utility >= best - 1e-12 * (np.abs(best) + lam_col + 1.0)
+    # Among ties the cheapest; models are ranked by cost once (stable: the lower index among equal costs).
+    rank = np.argsort(np.argsort(cost, kind="stable"), kind="stable")
+    return np.where(tied, rank, len(cost)).argmin(axis=1)
+
+
+class AdaptivePolicy(Policy):
+    """The adaptive router replayed over a stream, for many operating points at once.
+
+    Args:
+        models: Model names (columns).
+        cat_rows: Per sample (arrival order), its row in the prior table (last row = unknown category).
+        prior_rate: Prior success per (category row, model).
+        cost_hat: The cost the decision uses per model (mean train cost).
+        quality: Realised scores (n, m), fed back after each decision.
+        cost: Realised costs (n, m).
+        prior_strength, forgetting, explore, random_state: As in :class:`AdaptiveRouter`.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        cat_rows: np.ndarray,
+        prior_rate: np.ndarray,
+        cost_hat: np.ndarray,
+        quality: np.ndarray,
+        cost: np.ndarray,
+        *,
+        prior_strength: float,
+        forgetting: float,
+        explore: float,
+        random_state: Any,
+    ) -> None:
+        self.models = tuple(models)
+        self.cat_rows = np.asarray(cat_rows, dtype=int)
+        self.prior_rate = np.asarray(prior_rate, dtype=float)
+        self.cost_hat = np.asarray(cost_hat, dtype=float)
+        self.quality = np.asarray(quality, dtype=float)
+        self.cost = np.asarray(cost, dtype=float)
+        self.prior_strength = prior_strength
+        self.forgetting = forgetting
+        self.explore = explore
+        # One exploration draw per request, shared by every operating point.
+        self.draws = np.random.default_rng(random_state).random(len(self.cat_rows))
+        self._cache: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def simulate(self, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Replay the stream at every point of ``lams`` at once: (choice, cost, score), each (K, n).
+
+        Cost O(n * K * m) numpy work in one Python loop over the n requests.
+        """
+        lams = np.asarray(lams, dtype=float).ravel()
+        key = lams.tobytes()
+        if key in self._cache:
+            return self._cache[key]
+        K, n, m = len(lams), len(self.cat_rows), len(self.models)
+        n_cats = self.prior_rate.shape[0]
+        a0 = self.prior_strength * self.prior_rate  # (G, m)
+        s = np.zeros((K, n_cats, m))
+        f = np.zeros((K, n_cats, m))
+        lam_col = lams[:, None]
+        rank = np.argsort(np.argsort(self.cost_hat, kind="stable"), kind="stable")
+        # The prior's pick per (category, point) never changes: compute it once.
+        prior_pick = np.stack(
+            [
+                _decide_rows(np.broadcast_to(self.prior_rate[g], (K, m)), self.cost_hat, lams)
+                for g in range(n_cats)
+            ]
+        )  # (G, K)
+        choice = np.empty((K, n), dtype=int)
+        ks = np.arange(K)
+        gamma = self.forgetting
+        for i in range(n):
+            g = self.cat_rows[i]
+            sg, fg = s[:, g], f[:, g]
+            q = (a0[g] + sg) / (self.prior_strength + sg + fg)
+            utility = lam_col * q - self.cost_hat
+            best = utility.max(axis=1, keepdims=True)
+            tied = utility >= best - 1e-12 * (np.abs(best) + lam_col + 1.0)
+            pick = np.where(tied, rank, m).argmin(axis=1)
+            if self.draws[i] < self.explore:
+                pick = prior_pick[g]
+            choice[:, i] = pick
+            y = self.quality[i, pick]
+            sg *= gamma
+            fg *= gamma
+            sg[ks, pick] += y
+            fg[ks, pick] += 1.0 - y
+        rows = np.arange(n)
+        out = (choice, self.cost[rows, choice], self.quality[rows, choice])
+        self._cache = {key: out}  # keep only the latest sweep
+        return out
+
+    def outcomes(self, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """See :meth:`Policy.outcomes` (a replay of the whole stream at this point)."""
+        choice, cost, score = self.simulate(np.array([float(lam)]))
+        return choice[0], cost[0], score[0]
+
+    def grid(self, n_points: int = 200) -> np.ndarray:
+        """0, then points spread over where the prior decision changes, and one above them all.
+
+        The decision switches between models ``a`` (cheaper) and ``b`` at ``lam = (c_b - c_a) / (q_b - q_a)``;
+        the candidate points are these break-evens over every category's prior (the posterior moves around
+        them), spread geometrically a decade either side.
+        """
+        c, q = self.cost_hat, self.prior_rate
+        dc = c[None, :, None] - c[None, None, :]  # (1, m, m): c_b - c_a
+        dq = q[:, :, None] - q[:, None, :]  # (G, m, m): q_b - q_a
+        with np.errstate(divide="ignore", invalid="ignore"):
+            be = dc / dq
+        be = be[(dc > 0) & (dq > 1e-9) & np.isfinite(be)]
+        if len(be) == 0:
+            return np.zeros(1)
+        lo, hi = float(be.min()) / 10.0, float(be.max()) * 10.0
+        return np.concatenate([[0.0], np.geomspace(max(lo, 1e-12), max(hi, 2e-12), max(n_points - 1, 1))])
+
+    def curve(self, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """See :meth:`Policy.curve`: one simulation for all points."""
+        choice, cost, score = self.simulate(lams)
+        K, m = choice.shape[0], len(self.models)
+        share = np.zeros((K, m))
+        np.add.at(share, (np.repeat(np.arange(K), choice.shape[1]), choice.ravel()), 1.0)
+        return cost.mean(axis=1), score.mean(axis=1), share / choice.shape[1]

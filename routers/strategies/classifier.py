@@ -1,0 +1,38 @@
+"""A difficulty classifier: per model, the chance of a good answer from the prompt's embedding."""
+
+from __future__ import annotations
+
+from evals.outcomes import OutcomeTable
+from routers.registry import register_router
+from routers.strategies._common import EmbeddingRouter, fit_logistic
+
+__all__ = ["ClassifierRouter"]
+
+
+@register_router("classifier")
+class ClassifierRouter(EmbeddingRouter):
+    """Per-model logistic regression on prompt embeddings (+ one-hot category). Source: RouteLLM's BERT/causal-LM classifiers, Hybrid LLM (Ding et al. 2024).
+
+    For each model ``m``: ``P(good answer | prompt) = sigmoid(w_m . [embed(prompt), onehot(category)] + b_m)``,
+    fitted on the train table's scores (soft labels for fractional scores). An unknown or absent category
+    contributes nothing (all-zero one-hot), so the router works on live traffic without categories.
+
+    Args:
+        encoder: Sentence encoder name (``routers.embeddings``; ``hash-bow`` needs no model).
+        use_category: Append the one-hot category to the features.
+        C: Inverse L2 regularisation strength of each logistic regression.
+    """
+
+    _test_params = {"encoder": "hash-bow-256"}
+
+    def __init__(self, *, encoder: str = "minilm", use_category: bool = True, C: float = 1.0):
+        self.encoder = encoder
+        self.use_category = use_category
+        self.C = C
+
+    def _fit(self, train: OutcomeTable) -> None:
+        fmeta = self._features_meta(train)
+        x = self._train_features(train, fmeta)
+        weights, bias = fit_logistic(x, train.quality, float(self.C))
+        meta = self._base_meta("linear", **fmeta, cost={"kind": "constant"})
+        self.state_ = (meta, {"weights": weights, "bias": bias, "cost_per_model": self.cost_per_model_})

@@ -1,0 +1,27 @@
+"""Fixtures for the app tests: a small synthetic task set the app opens on, and an isolated cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app_fixtures import make_table  # type: ignore[import-not-found]
+
+
+@pytest.fixture(scope="session")
+def toy_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Parquet file of the toy table."""
+    path = tmp_path_factory.mktemp("toy") / "toy.parquet"
+    make_table().to_parquet(path)
+    return path
+
+
+@pytest.fixture()
+def app_env(toy_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the app at the toy table, a temporary cache and a temporary MLflow store."""
+    monkeypatch.setenv("ROUTELAB_APP_DEFAULT_SOURCE", str(toy_source))
+    monkeypatch.setenv("ROUTELAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
