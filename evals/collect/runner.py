@@ -26,7 +26,7 @@ from evals.collect.cache import ResponseCache
 from evals.collect.client import ChatClient, ChatResult
 from evals.collect.config import CollectConfig, ModelConfig
 from evals.collect.tasks import load_samples
-from evals.exceptions import ConfigError, ProviderError, UnknownComponentError
+from evals.exceptions import ConfigError, ProviderError, SchemaError, UnknownComponentError
 from evals.graders import Grade, GradeInput, Grader, get_grader
 from evals.outcomes import DatasetCard, OutcomeTable
 from evals.prices import Price, PriceTable
@@ -405,9 +405,13 @@ def _build(
             "pairs_expected": n_expected,
         },
     )
-    table = OutcomeTable(pd.DataFrame(rows), card, origin=config.origin, require_complete=False)
+    table: OutcomeTable | None = OutcomeTable(pd.DataFrame(rows), card, origin=config.origin,
+                                              require_complete=False)
     if len(rows) < n_expected:
-        table = table.complete()
+        try:  # keep whole samples only, so the wide views have no holes
+            table = table.complete()
+        except SchemaError:  # no sample has an answer from every model
+            table = None
     return CollectResult(table, spent, failures, unparsable, no_answer, n_expected)
 
 

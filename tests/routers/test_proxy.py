@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from evals.exceptions import ConfigError
 from evals.serving import build_replay_app
-from routers import make_router
+from routers import Queries, make_router
 from routers.export import export_router, load_exported
 from routers.export.proxy import ProxyServer, build_proxy_app
 
@@ -92,8 +92,10 @@ def test_category_header_reaches_the_router(folder, replay, table):
         for prompt, cat in zip(table.prompts[::10], table.categories[::10], strict=True):
             r = c.post("/chat/completions", headers={"x-routelab-category": str(cat)},
                        json={"model": "router", "messages": [{"role": "user", "content": prompt}]})
-            assert r.headers["x-routelab-choice"] == router.route_indices.__self__.models_[
-                int(router.route_indices(__import__("routers").Queries.of([prompt], [str(cat)]), LAM)[0])]
+            assert r.headers["x-routelab-choice"] == router.route(Queries.of([prompt], [str(cat)]), LAM)[0]
+            # Without the header the category router cannot tell the subject: it answers for "unknown".
+            r = chat(c, prompt)
+            assert r.headers["x-routelab-choice"] == router.route([prompt], LAM)[0]
 
 
 def test_other_model_names_pass_through_and_unknown_ones_are_404(proxy, table):

@@ -1,0 +1,75 @@
+"""Log an export folder as an MLflow pyfunc "model from code" (MLflow >= 2.12; no pickle, no cloudpickle).
+
+MLflow stores the folder's ``mlflow_model.py`` as source and its ``router.json``, ``arrays.npz`` and
+``runtime.py`` as artifacts. Loading the model runs that file, which imports only the standard library,
+numpy, pandas and mlflow, verifies the artifacts' sha256 against ``router.json`` and executes ``runtime.py``;
+RouteLab does not need to be installed where the model is loaded (see the code file for the encoders).
+
+Example:
+    >>> info = log_exported("exports/knn")                                  # doctest: +SKIP
+    >>> model = mlflow.pyfunc.load_model(info.model_uri)                    # doctest: +SKIP
+    >>> model.predict(pd.DataFrame({"prompt": ["What is 2 + 2?"]}))         # doctest: +SKIP
+         model provider  predicted_quality  predicted_cost_usd
+    0  mistral  mistral           0.91             0.00012
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from routers.export import _folder as F
+from routers.export.exporter import verify_folder
+
+__all__ = ["log_exported", "model_signature"]
+
+
+def model_signature(lam: float) -> Any:
+    """Input ``prompt`` (+ optional ``category``), output the decision columns, param ``lam``."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec("string", "prompt"), ColSpec("string", "category", required=False)])
+    outputs = Schema([ColSpec("string", "model"), ColSpec("string", "provider"),
+                      ColSpec("double", "predicted_quality"), ColSpec("double", "predicted_cost_usd")])
+    params = ParamSchema([ParamSpec("lam", "double", float(lam))])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def log_exported(
+    folder: str | os.PathLike[str],
+    *,
+    name: str = "router",
+    registered_model_name: str | None = None,
+    trust_foreign_runtime: bool = False,
+) -> Any:
+    """Log a verified export folder to the active MLflow run (one is started if none is active).
+
+    Args:
+        folder: The export folder (checked with :func:`~routers.export.verify_folder` first).
+        name: The model's name inside the run.
+        registered_model_name: Also register it in the model registry under this name.
+        trust_foreign_runtime: See :func:`~routers.export.load_exported`.
+
+    Returns:
+        MLflow's ``ModelInfo`` (``.model_uri`` loads it with ``mlflow.pyfunc.load_model``).
+    """
+    import mlflow
+
+    root = Path(folder)
+    manifest, _ = verify_folder(root, trust_foreign_runtime=trust_foreign_runtime)
+    requirements = list(manifest.get("requirements") or ["numpy", "pandas"])
+    requirements.append(f"mlflow=={metadata.version('mlflow')}")
+    artifacts = {"router_json": str(root / F.MANIFEST), "arrays": str(root / F.ARRAYS), "runtime": str(root / F.RUNTIME)}
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(root / F.PYFUNC_CODE),
+        artifacts=artifacts,
+        pip_requirements=requirements,
+        signature=model_signature(float(manifest["operating_point"]["lam"])),
+        registered_model_name=registered_model_name,
+        metadata={"routelab_router": manifest["router"]["name"], "routelab_lam": manifest["operating_point"]["lam"],
+                  "routelab_schema_version": manifest["schema_version"]},
+    )
