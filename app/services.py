@@ -6,6 +6,7 @@ cache decorator; the rest is plain Python so it can be tested and reused.
 Environment:
     ROUTELAB_APP_DEFAULT_SOURCE: the task set the app opens on (a source name such as ``mmlu-pro`` or a path
         to a long-format outcome file). Default: ``mmlu-pro``.
+    ROUTELAB_APP_ROUTERS: comma-separated routers the Compare page preselects.
 """
 
 from __future__ import annotations
@@ -294,8 +295,10 @@ def category_counts(table: OutcomeTable) -> pd.Series:
 # ---------------------------------------------------------------------------------------------- compare
 #: Train / validation / test shares of samples (the same split as ``routelab eval``'s default).
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
-#: Routers the Compare page preselects (those registered are kept, in this order).
+#: Routers the Compare page preselects (those registered are kept, in this order); override with a
+#: comma-separated ``ROUTELAB_APP_ROUTERS``.
 DEFAULT_ROUTERS = ("category", "knn", "mf", "cost-aware", "random-mix")
+ROUTERS_ENV = "ROUTELAB_APP_ROUTERS"
 #: Parameters whose value is a model name: the page offers the table's models.
 MODEL_PARAMS = ("model", "strong", "weak", "default_model")
 
@@ -305,6 +308,14 @@ def router_names() -> list[str]:
     import routers
 
     return list(routers.router_registry.names())
+
+
+def default_routers() -> list[str]:
+    """The routers the Compare page preselects (``$ROUTELAB_APP_ROUTERS`` or :data:`DEFAULT_ROUTERS`)."""
+    env = os.environ.get(ROUTERS_ENV, "")
+    wanted = [n.strip() for n in env.split(",") if n.strip()] if env.strip() else list(DEFAULT_ROUTERS)
+    have = set(router_names())
+    return [n for n in wanted if n in have]
 
 
 def router_defaults(name: str) -> dict[str, Any]:

@@ -31,8 +31,11 @@ from evals.collect import collect, parse_config
 
 
 def start_server(table_path: Path) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "evals.cli", "replay-serve", str(table_path), "--port", "0"],
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evals.cli", "replay-serve", str(table_path), "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stderr.readline()
     if "base_url " not in line:
         proc.kill()
@@ -49,8 +52,10 @@ async def plain_loop(base_url: str, pairs: list[tuple[str, str]], concurrency: i
         async def worker() -> None:
             while queue:
                 model, prompt = queue.pop()
-                r = await client.post(f"{base_url}/chat/completions",
-                                      json={**params, "model": model, "messages": [{"role": "user", "content": prompt}]})
+                r = await client.post(
+                    f"{base_url}/chat/completions",
+                    json={**params, "model": model, "messages": [{"role": "user", "content": prompt}]},
+                )
                 r.raise_for_status()
                 r.json()
 
@@ -81,13 +86,26 @@ def main() -> None:
             base_rates, collect_rates = [], []
             for r in range(args.rounds):
                 base_rates.append(asyncio.run(plain_loop(base_url, pairs, args.concurrency, params)))
-                config = parse_config({
-                    "output": str(tmp / f"out{r}.parquet"), "cache": str(tmp / f"cache{r}.sqlite"),
-                    "tasks": {"source": str(table_path)}, "grader": {"name": "mcq_letter"},
-                    "providers": {"replay": {"base_url": base_url, "concurrency": args.concurrency}},
-                    "models": [{"name": m, "provider": "replay", "params": params, "input_per_1m": 1.0,
-                                "output_per_1m": 1.0} for m in models],
-                }, origin="bench")
+                config = parse_config(
+                    {
+                        "output": str(tmp / f"out{r}.parquet"),
+                        "cache": str(tmp / f"cache{r}.sqlite"),
+                        "tasks": {"source": str(table_path)},
+                        "grader": {"name": "mcq_letter"},
+                        "providers": {"replay": {"base_url": base_url, "concurrency": args.concurrency}},
+                        "models": [
+                            {
+                                "name": m,
+                                "provider": "replay",
+                                "params": params,
+                                "input_per_1m": 1.0,
+                                "output_per_1m": 1.0,
+                            }
+                            for m in models
+                        ],
+                    },
+                    origin="bench",
+                )
                 t0 = time.perf_counter()
                 result = collect(config, progress=False)
                 elapsed = time.perf_counter() - t0
@@ -97,10 +115,18 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=10)
     base, coll = max(base_rates), max(collect_rates)
-    print(f"pairs per run: {len(pairs)} ({table.n_samples} samples x {len(models)} models), "
-          f"concurrency {args.concurrency}, latency 0 ms, cpu count {os.cpu_count()}")
-    print(f"plain httpx loop (server capacity): {', '.join(f'{x:.0f}' for x in base_rates)} req/s -> best {base:.0f}")
-    print(f"routelab collect (cache+grade+table): {', '.join(f'{x:.0f}' for x in collect_rates)} req/s -> best {coll:.0f}")
+    print(
+        f"pairs per run: {len(pairs)} ({table.n_samples} samples x {len(models)} models), "
+        f"concurrency {args.concurrency}, latency 0 ms, cpu count {os.cpu_count()}"
+    )
+    print(
+        f"plain httpx loop (server capacity): {', '.join(f'{x:.0f}' for x in base_rates)} req/s"
+        f" -> best {base:.0f}"
+    )
+    print(
+        f"routelab collect (cache+grade+table): {', '.join(f'{x:.0f}' for x in collect_rates)} req/s"
+        f" -> best {coll:.0f}"
+    )
     print(f"ratio collect / capacity = {coll / base:.2f} (target >= 0.80)")
 
 

@@ -6,7 +6,8 @@ evaluation, where ``Router.policy`` scores a table once); what is timed is the s
 operating-point grid (``Policy.grid(200)``) and the mean cost, quality and traffic shares at every point
 (``Policy.curve``), for all 10 routers.
 
-The baseline, measured in the same process, is a straightforward per-row Python loop (for each operating point,
+The baseline, measured in the same process, is a straightforward per-row Python loop (for each operating
+point,
 for each row, pick ``argmax lam * q - c``, ties to the cheaper) over a 1,000-row slice; its time is scaled
 linearly to 100,000 rows x 10 routers. The sweep's results on that slice are checked against the loop's.
 
@@ -43,13 +44,19 @@ def score_matrices(table, n_rows: int, seed: int = 0) -> list[tuple[str, np.ndar
     out = []
     for name, params in [("category", {}), ("category", {"per_category_cost": False, "smoothing": 10.0})]:
         router = make_router({"name": name, "params": params}).fit(table)
-        out.append((f"{name}{'' if not params else '-global-cost'}", tile(router.predict_quality(queries)),
-                    tile(router.predict_cost(queries))))
+        out.append(
+            (
+                f"{name}{'' if not params else '-global-cost'}",
+                tile(router.predict_quality(queries)),
+                tile(router.predict_cost(queries)),
+            )
+        )
     out.append(("oracle", Q, C))
     cat_q = out[0][1]
     mean_c = np.broadcast_to(C.mean(axis=0), C.shape)
-    for i, (blend, noise) in enumerate([(0.2, 0.05), (0.3, 0.1), (0.4, 0.15), (0.5, 0.2), (0.6, 0.1),
-                                        (0.3, 0.3), (0.7, 0.25)]):
+    for i, (blend, noise) in enumerate(
+        [(0.2, 0.05), (0.3, 0.1), (0.4, 0.15), (0.5, 0.2), (0.6, 0.1), (0.3, 0.3), (0.7, 0.25)]
+    ):
         q_hat = np.clip((1 - blend) * cat_q + blend * Q + rng.normal(0, noise, Q.shape), 0, 1)
         c_hat = C * rng.lognormal(0, 0.2, C.shape) if i >= 4 else mean_c
         out.append((f"learned-{i + 1}{'-cost' if i >= 4 else ''}", q_hat, np.ascontiguousarray(c_hat)))
@@ -66,7 +73,11 @@ def loop_curve(q_hat, c_hat, Q, C, lams):
             best_j, best_u = 0, None
             for j in range(m):
                 u = lam * q_hat[i][j] - c_hat[i][j]
-                if best_u is None or u > best_u + 1e-12 or (abs(u - best_u) <= 1e-12 and c_hat[i][j] < c_hat[i][best_j]):
+                if (
+                    best_u is None
+                    or u > best_u + 1e-12
+                    or (abs(u - best_u) <= 1e-12 and c_hat[i][j] < c_hat[i][best_j])
+                ):
                     best_j, best_u = j, u
             tot_c += C[i][best_j]
             tot_q += Q[i][best_j]
@@ -90,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     reps = -(-args.rows // table.n_samples)
     Q = np.tile(table.quality, (reps, 1))[: args.rows]
     C = np.tile(table.cost, (reps, 1))[: args.rows]
-    print(f"table: MMLU-Pro {table.n_samples} x {table.n_models} (costs estimated) tiled to {args.rows:,} x "
-          f"{Q.shape[1]}; scores for {len(mats)} routers computed once in {time.perf_counter() - t0:.1f}s "
-          "(featurisation/scoring excluded from the timing below)")
+    print(
+        f"table: MMLU-Pro {table.n_samples} x {table.n_models} (costs estimated) tiled to {args.rows:,} x "
+        f"{Q.shape[1]}; scores for {len(mats)} routers computed once in {time.perf_counter() - t0:.1f}s "
+        "(featurisation/scoring excluded from the timing below)"
+    )
 
     best = np.inf
     for _ in range(args.repeat):
@@ -104,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             p.curve(lams)
             n_points.append(len(lams))
         best = min(best, time.perf_counter() - t)
-    print(f"sweep: {len(mats)} routers x {args.points} points (grid sizes {min(n_points)}-{max(n_points)}) over "
-          f"{args.rows:,} rows: {best:.3f}s (best of {args.repeat}; target < 1 s)")
+    print(
+        f"sweep: {len(mats)} routers x {args.points} points "
+        f"(grid sizes {min(n_points)}-{max(n_points)}) over "
+        f"{args.rows:,} rows: {best:.3f}s (best of {args.repeat}; target < 1 s)"
+    )
 
     # Baseline: per-row Python loop over a slice, same points, one router at a time.
     k = args.slice
@@ -118,8 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     fc, fq, _ = ScorePolicy(table.models, qh[:k], ch[:k], Q[:k], C[:k]).curve(lams)
     assert np.allclose(fc, lc) and np.allclose(fq, lq), "sweep and loop disagree on the slice"
     scaled = t_loop * (args.rows / k) * len(mats)
-    print(f"baseline: per-row Python loop, 1 router ({name}) x {len(lams)} points x {k:,} rows: {t_loop:.2f}s "
-          f"-> scaled to {args.rows:,} rows x {len(mats)} routers: {scaled:.0f}s (results identical on the slice)")
+    print(
+        f"baseline: per-row Python loop, 1 router ({name}) x {len(lams)} points x {k:,} rows: {t_loop:.2f}s "
+        f"-> scaled to {args.rows:,} rows x {len(mats)} routers: {scaled:.0f}s "
+        "(results identical on the slice)"
+    )
     print(f"ratio: the vectorised sweep is {scaled / best:,.0f}x faster than the loop")
     return 0
 

@@ -70,7 +70,9 @@ class Target:
             raise ConfigError(f"[target] needs a 'kind' ({', '.join(KINDS)})")
         value = cfg.get("value", 0.005 if cfg["kind"] == "parity" else None)
         if value is None:
-            raise ConfigError(f"[target] of kind {cfg['kind']!r} needs a 'value': {KINDS.get(cfg['kind'], '')}")
+            raise ConfigError(
+                f"[target] of kind {cfg['kind']!r} needs a 'value': {KINDS.get(cfg['kind'], '')}"
+            )
         return cls(str(cfg["kind"]), float(value), cfg.get("strong_model"))
 
     def describe(self) -> str:
@@ -172,8 +174,9 @@ def choose_point(
 
 def _summary(policy: Any, lam: float, strong: int) -> PointSummary:
     choice, cost, score = policy.outcomes(lam)
-    return PointSummary(float(score.mean()), float(cost.mean() * PER_1K), float((choice == strong).mean()),
-                        int(len(choice)))
+    return PointSummary(
+        float(score.mean()), float(cost.mean() * PER_1K), float((choice == strong).mean()), int(len(choice))
+    )
 
 
 def calibrate(
@@ -203,14 +206,16 @@ def calibrate(
     best = _best_index(q_single, c_single)
     if target.strong_model is not None:
         if target.strong_model not in models:
-            raise ConfigError(f"target strong_model {target.strong_model!r} is not one of the models: "
-                              f"{', '.join(models)}")
+            raise ConfigError(
+                f"target strong_model {target.strong_model!r} is not one of the models: {', '.join(models)}"
+            )
         strong = models.index(target.strong_model)
     else:
         strong = best
     lams = np.asarray(vp.grid(n_points), float)
     cost, quality, share = vp.curve(lams)
-    i, met = choose_point(cost * PER_1K, quality, share[:, strong], target,
-                          best_single_quality=float(q_single[best]))
+    i, met = choose_point(
+        cost * PER_1K, quality, share[:, strong], target, best_single_quality=float(q_single[best])
+    )
     lam = float(lams[i])
     return Calibrated(target, lam, met, models[strong], _summary(vp, lam, strong), _summary(tp, lam, strong))

@@ -132,7 +132,9 @@ def _section(raw: dict[str, Any], key: str, allowed: set[str], where: str) -> di
         raise ConfigError(f"{where}: [{key}] must be a table")
     unknown = sorted(set(sec) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: [{key}] has unknown key(s) {unknown}; valid: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{where}: [{key}] has unknown key(s) {unknown}; valid: {', '.join(sorted(allowed))}"
+        )
     return sec
 
 
@@ -152,11 +154,15 @@ def load_config(path: str | Path) -> ExperimentConfig:
     return config_from_dict(raw, where=str(path), base_dir=path.parent)
 
 
-def config_from_dict(raw: dict[str, Any], *, where: str = "config", base_dir: Path | None = None) -> ExperimentConfig:
+def config_from_dict(
+    raw: dict[str, Any], *, where: str = "config", base_dir: Path | None = None
+) -> ExperimentConfig:
     """Build an :class:`ExperimentConfig` from a parsed dict (the TOML layout)."""
     unknown = sorted(set(raw) - _SECTIONS)
     if unknown:
-        raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; valid: {', '.join(sorted(_SECTIONS))}")
+        raise ConfigError(
+            f"{where}: unknown top-level key(s) {unknown}; valid: {', '.join(sorted(_SECTIONS))}"
+        )
     ds = _section(raw, "dataset", {"source", "models", "categories", "max_samples"}, where)
     if "source" not in ds:
         raise ConfigError(f"{where}: [dataset] needs 'source' (a source name or a path to an outcome file)")
@@ -175,10 +181,16 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "config", base_dir: Pa
             raise ConfigError(f"{where}: [[routers]] entry {i + 1} needs a 'name'")
         extra = sorted(set(spec) - {"name", "params", "label"})
         if extra:
-            raise ConfigError(f"{where}: [[routers]] entry {i + 1} has unknown key(s) {extra}; "
-                              "valid: name, params, label")
-        specs.append({"name": str(spec["name"]), "params": dict(spec.get("params") or {}),
-                      **({"label": str(spec["label"])} if "label" in spec else {})})
+            raise ConfigError(
+                f"{where}: [[routers]] entry {i + 1} has unknown key(s) {extra}; valid: name, params, label"
+            )
+        specs.append(
+            {
+                "name": str(spec["name"]),
+                "params": dict(spec.get("params") or {}),
+                **({"label": str(spec["label"])} if "label" in spec else {}),
+            }
+        )
     fractions = tuple(float(x) for x in sp.get("fractions", (0.6, 0.2, 0.2)))
     if len(fractions) != 3:
         raise ConfigError(f"{where}: [split] fractions must be 3 numbers (train, validation, test)")
@@ -208,8 +220,10 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "config", base_dir: Pa
         path=where,
     )
     if "router" in gates and gates["router"] not in cfg.labels():
-        raise ConfigError(f"{where}: [gates] router {gates['router']!r} is not one of the routers: "
-                          f"{', '.join(cfg.labels())}")
+        raise ConfigError(
+            f"{where}: [gates] router {gates['router']!r} is not one of the routers: "
+            f"{', '.join(cfg.labels())}"
+        )
     return cfg
 
 
@@ -312,40 +326,46 @@ class EvaluationResult:
 
     def to_json(self) -> dict[str, Any]:
         """The ``routelab eval --json`` document (fractions in [0, 1], costs in dollars per 1k requests)."""
-        return _jsonable({
-            "dataset": self.dataset,
-            "config": self.config.path,
-            "n_train": self.n_train,
-            "n_validation": self.n_validation,
-            "n_test": self.n_test,
-            "models": list(self.models),
-            "cost_estimated": self.cost_estimated,
-            "margin": self.config.margin,
-            "best_single_model": self.best_single,
-            "cheapest_model": self.cheapest_single,
-            "oracle": self.oracle,
-            "routers": [r.to_json() for r in self.routers],
-            "gates": {k: v for k, v in self.config.gates.items()},
-        })
+        return _jsonable(
+            {
+                "dataset": self.dataset,
+                "config": self.config.path,
+                "n_train": self.n_train,
+                "n_validation": self.n_validation,
+                "n_test": self.n_test,
+                "models": list(self.models),
+                "cost_estimated": self.cost_estimated,
+                "margin": self.config.margin,
+                "best_single_model": self.best_single,
+                "cheapest_model": self.cheapest_single,
+                "oracle": self.oracle,
+                "routers": [r.to_json() for r in self.routers],
+                "gates": {k: v for k, v in self.config.gates.items()},
+            }
+        )
 
     def summary_frame(self) -> pd.DataFrame:
         """One row per router: the table ``routelab eval`` prints."""
         rows = []
         for r in self.routers:
             c = r.calibrated
-            rows.append({
-                "router": r.label,
-                "aiq": r.aiq,
-                "savings@parity": r.parity_ci.format(100, 1, "%").replace("[", "[") if r.parity else "never",
-                "quality@parity": None if r.parity is None else r.parity.quality,
-                "$/1k@parity": None if r.parity is None else r.parity.cost,
-                "target": c.target.describe(),
-                "val quality": c.validation.quality,
-                "val $/1k": c.validation.cost_per_1k,
-                "test quality": r.at_calibrated["quality"].format(digits=3),
-                "test $/1k": r.at_calibrated["cost_per_1k"].format(digits=3),
-                "non-inferior": "yes" if r.non_inferiority.non_inferior else "no",
-            })
+            rows.append(
+                {
+                    "router": r.label,
+                    "aiq": r.aiq,
+                    "savings@parity": r.parity_ci.format(100, 1, "%")
+                    if r.parity
+                    else "never",
+                    "quality@parity": None if r.parity is None else r.parity.quality,
+                    "$/1k@parity": None if r.parity is None else r.parity.cost,
+                    "target": c.target.describe(),
+                    "val quality": c.validation.quality,
+                    "val $/1k": c.validation.cost_per_1k,
+                    "test quality": r.at_calibrated["quality"].format(digits=3),
+                    "test $/1k": r.at_calibrated["cost_per_1k"].format(digits=3),
+                    "non-inferior": "yes" if r.non_inferiority.non_inferior else "no",
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -415,14 +435,25 @@ def run_experiment(
     oc = oracle_choice(Q, C)
     rows = np.arange(n)
     o_q, o_c = Q[rows, oc], C[rows, oc]
-    best_single = {"name": models[best], "quality": float(s_qual[best]), "cost_per_1k": float(s_cost[best] * PER_1K),
-                   "quality_ci": stats.mean_interval(ref_q, W).to_dict()}
-    oracle = {"quality": float(o_q.mean()), "cost_per_1k": float(o_c.mean() * PER_1K),
-              "quality_ci": stats.mean_interval(o_q, W).to_dict()}
-    cheapest = {"name": models[cheap], "quality": float(s_qual[cheap]), "cost_per_1k": float(s_cost[cheap] * PER_1K)}
+    best_single = {
+        "name": models[best],
+        "quality": float(s_qual[best]),
+        "cost_per_1k": float(s_cost[best] * PER_1K),
+        "quality_ci": stats.mean_interval(ref_q, W).to_dict(),
+    }
+    oracle = {
+        "quality": float(o_q.mean()),
+        "cost_per_1k": float(o_c.mean() * PER_1K),
+        "quality_ci": stats.mean_interval(o_q, W).to_dict(),
+    }
+    cheapest = {
+        "name": models[cheap],
+        "quality": float(s_qual[cheap]),
+        "cost_per_1k": float(s_cost[cheap] * PER_1K),
+    }
 
     results = []
-    for label, spec in zip(config.labels(), config.routers):
+    for label, spec in zip(config.labels(), config.routers, strict=True):
         say(f"{label}: fitting on {split.train.n_samples} samples")
         router = make_router({"name": spec["name"], "params": spec.get("params", {})})
         t0 = time.perf_counter()
@@ -434,22 +465,59 @@ def run_experiment(
         t2 = time.perf_counter()
         frontier = compute_frontier(router, test, n_points=config.n_points, name=label, policy=test_policy)
         t3 = time.perf_counter()
-        results.append(_measure(config, label, spec, router, frontier, split, val_policy, test_policy, W,
-                                ref_q, ref_c, o_q, best, cheap,
-                                {"fit": t1 - t0, "score": t2 - t1, "sweep": t3 - t2}))
+        results.append(
+            _measure(
+                config,
+                label,
+                spec,
+                router,
+                frontier,
+                split,
+                val_policy,
+                test_policy,
+                W,
+                ref_q,
+                ref_c,
+                o_q,
+                best,
+                cheap,
+                {"fit": t1 - t0, "score": t2 - t1, "sweep": t3 - t2},
+            )
+        )
         say(f"{label}: done")
     return EvaluationResult(
-        config=config, dataset=table.card.name, table=table, n_train=split.train.n_samples,
-        n_validation=split.validation.n_samples, n_test=n, models=models, best_single=best_single,
-        oracle=oracle, cheapest_single=cheapest, routers=results, cost_estimated=table.cost_estimated,
+        config=config,
+        dataset=table.card.name,
+        table=table,
+        n_train=split.train.n_samples,
+        n_validation=split.validation.n_samples,
+        n_test=n,
+        models=models,
+        best_single=best_single,
+        oracle=oracle,
+        cheapest_single=cheapest,
+        routers=results,
+        cost_estimated=table.cost_estimated,
         seconds=time.perf_counter() - t_start,
     )
 
 
 def _measure(
-    config: ExperimentConfig, label: str, spec: dict[str, Any], router: Any, frontier: Frontier, split: Any,
-    val_policy: Any, test_policy: Any, W: np.ndarray, ref_q: np.ndarray, ref_c: np.ndarray,
-    o_q: np.ndarray, best: int, cheap: int, seconds: dict[str, float],
+    config: ExperimentConfig,
+    label: str,
+    spec: dict[str, Any],
+    router: Any,
+    frontier: Frontier,
+    split: Any,
+    val_policy: Any,
+    test_policy: Any,
+    W: np.ndarray,
+    ref_q: np.ndarray,
+    ref_c: np.ndarray,
+    o_q: np.ndarray,
+    best: int,
+    cheap: int,
+    seconds: dict[str, float],
 ) -> RouterResult:
     test = split.test
     curve = frontier.router
@@ -465,22 +533,41 @@ def _measure(
         qw, qs = float(frontier.singles.quality[cheap]), float(frontier.singles.quality[best])
         share = curve.share[:, best]
         two_model = {
-            "weak": frontier.models[cheap], "strong": frontier.models[best],
+            "weak": frontier.models[cheap],
+            "strong": frontier.models[best],
             "apgr": metrics.apgr(share, curve.quality, qw, qs),
             "cpt50": metrics.cpt(share, curve.quality, qw, qs, 0.5),
             "cpt80": metrics.cpt(share, curve.quality, qw, qs, 0.8),
         }
-    cal = calibrate(router, split.validation, test, config.target, n_points=config.n_points,
-                    val_policy=val_policy, test_policy=test_policy)
+    cal = calibrate(
+        router,
+        split.validation,
+        test,
+        config.target,
+        n_points=config.n_points,
+        val_policy=val_policy,
+        test_policy=test_policy,
+    )
     _, c_cost, c_score = test_policy.outcomes(cal.lam)
     at_cal = stats.point_intervals(c_cost, c_score, ref_c, ref_q, W)
     ni = stats.non_inferiority(c_score, ref_q, W, margin=config.margin)
     cats = metrics.per_category(test.categories, c_cost, c_score, ref_c, ref_q, o_q)
     return RouterResult(
-        label=label, spec={"name": spec["name"], "params": spec.get("params", {})}, frontier=frontier,
-        aiq=metrics.aiq(cost_1k, curve.quality), parity=parity, parity_ci=parity_ci, parity_reach=reach,
-        at95=at95, at99=at99, two_model=two_model, calibrated=cal, at_calibrated=at_cal, non_inferiority=ni,
-        categories=cats, seconds=seconds,
+        label=label,
+        spec={"name": spec["name"], "params": spec.get("params", {})},
+        frontier=frontier,
+        aiq=metrics.aiq(cost_1k, curve.quality),
+        parity=parity,
+        parity_ci=parity_ci,
+        parity_reach=reach,
+        at95=at95,
+        at99=at99,
+        two_model=two_model,
+        calibrated=cal,
+        at_calibrated=at_cal,
+        non_inferiority=ni,
+        categories=cats,
+        seconds=seconds,
     )
 
 
@@ -500,28 +587,55 @@ def check_gates(result: EvaluationResult) -> list[str]:
     checks: list[tuple[str, bool, str]] = []
     for name, limit in gates.items():
         if name == "max_quality_drop":
-            checks.append((name, drop <= float(limit) + 1e-12,
-                           f"quality drop vs {result.best_single['name']} is {drop:.4f} (limit {float(limit):.4f})"))
+            checks.append(
+                (
+                    name,
+                    drop <= float(limit) + 1e-12,
+                    f"quality drop vs {result.best_single['name']} is {drop:.4f} (limit {float(limit):.4f})",
+                )
+            )
         elif name == "min_savings":
             ok = savings is not None and savings >= float(limit) - 1e-12
-            checks.append((name, ok, f"savings at the calibrated point are "
-                           f"{'n/a' if savings is None else f'{savings:.1%}'} (minimum {float(limit):.1%})"))
+            checks.append(
+                (
+                    name,
+                    ok,
+                    f"savings at the calibrated point are "
+                    f"{'n/a' if savings is None else f'{savings:.1%}'} (minimum {float(limit):.1%})",
+                )
+            )
         elif name == "min_savings_at_parity":
             s = None if r.parity is None else r.parity.savings
             ok = s is not None and s >= float(limit) - 1e-12
-            checks.append((name, ok, f"savings at parity are {'never reached' if s is None else f'{s:.1%}'} "
-                           f"(minimum {float(limit):.1%})"))
+            checks.append(
+                (
+                    name,
+                    ok,
+                    f"savings at parity are {'never reached' if s is None else f'{s:.1%}'} "
+                    f"(minimum {float(limit):.1%})",
+                )
+            )
         elif name == "min_aiq":
-            checks.append((name, r.aiq >= float(limit) - 1e-12, f"AIQ is {r.aiq:.4f} (minimum {float(limit):.4f})"))
+            checks.append(
+                (name, r.aiq >= float(limit) - 1e-12, f"AIQ is {r.aiq:.4f} (minimum {float(limit):.4f})")
+            )
         elif name == "require_non_inferior":
             ni = r.non_inferiority
             ok = ni.non_inferior or not bool(limit)
             low = "n/a" if ni.low is None else f"{ni.low:+.4f}"
-            checks.append((name, ok, f"quality difference CI lower bound is {low} (must be above "
-                           f"{-ni.margin:+.4f}; p = {ni.p_value:.3g})"))
+            checks.append(
+                (
+                    name,
+                    ok,
+                    f"quality difference CI lower bound is {low} (must be above "
+                    f"{-ni.margin:+.4f}; p = {ni.p_value:.3g})",
+                )
+            )
         else:  # pragma: no cover - rejected when the config is parsed
             raise ConfigError(f"unknown gate {name!r}; valid: {', '.join(GATES)}")
     failed = [f"{name}: {msg}" for name, ok, msg in checks if not ok]
     if failed:
-        raise GateFailed(f"router {label!r} on {result.dataset} (n_test={result.n_test}): " + "; ".join(failed))
+        raise GateFailed(
+            f"router {label!r} on {result.dataset} (n_test={result.n_test}): " + "; ".join(failed)
+        )
     return [f"{name}: {msg} - passed" for name, _, msg in checks]

@@ -106,6 +106,12 @@ class Frontier:
             raise ValueError(f"frontier {self.name!r} was built without its policy")
         lams = self.router.lam if lams is None else np.asarray(lams, dtype=float)
         n = self.n_samples
+        batch = getattr(self.policy, "simulate", None)
+        if callable(batch):
+            # Optional batch hook of stateful policies (one replay of the stream for all points):
+            # ``simulate(lams)`` -> (choice, cost, score), each of shape (K, n).
+            choice, cost, score = batch(lams)
+            return np.asarray(choice).T, np.asarray(cost).T, np.asarray(score).T
         choice = np.empty((n, len(lams)), dtype=np.intp)
         cost = np.empty((n, len(lams)))
         score = np.empty((n, len(lams)))
@@ -185,8 +191,12 @@ def reference_curves(
     share[:, cheap] += 1 - p
     share[:, best] += p
     random = Curve(
-        "random", "random", p, (1 - p) * s_cost[cheap] + p * s_cost[best],
-        (1 - p) * s_qual[cheap] + p * s_qual[best], share,
+        "random",
+        "random",
+        p,
+        (1 - p) * s_cost[cheap] + p * s_cost[best],
+        (1 - p) * s_qual[cheap] + p * s_qual[best],
+        share,
     )
     return oracle, singles, random
 

@@ -81,7 +81,7 @@ def nondecreasing_hull(cost: np.ndarray, quality: np.ndarray) -> tuple[np.ndarra
 
 
 def hull_value(hull_cost: np.ndarray, hull_quality: np.ndarray, at: np.ndarray | float) -> np.ndarray:
-    """Quality of the non-decreasing hull at cost(s) ``at`` (NaN left of its first vertex, flat after its last)."""
+    """Quality of the non-decreasing hull at cost(s) ``at`` (NaN left of its first vertex, flat after it)."""
     x = np.asarray(at, dtype=float)
     out = np.interp(x, hull_cost, hull_quality)
     return np.where(x < hull_cost[0] - _EPS, np.nan, out)
@@ -124,7 +124,9 @@ def pgr(quality: np.ndarray | float, q_weak: float, q_strong: float) -> np.ndarr
     """
     gap = float(q_strong) - float(q_weak)
     if gap <= _EPS:
-        raise ValueError(f"PGR needs the strong model to beat the weak one (q_strong={q_strong}, q_weak={q_weak})")
+        raise ValueError(
+            f"PGR needs the strong model to beat the weak one (q_strong={q_strong}, q_weak={q_weak})"
+        )
     return (np.asarray(quality, dtype=float) - q_weak) / gap
 
 
@@ -150,7 +152,9 @@ def apgr(strong_share: np.ndarray, quality: np.ndarray, q_weak: float, q_strong:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
 
 
-def cpt(strong_share: np.ndarray, quality: np.ndarray, q_weak: float, q_strong: float, level: float) -> float | None:
+def cpt(
+    strong_share: np.ndarray, quality: np.ndarray, q_weak: float, q_strong: float, level: float
+) -> float | None:
     """Call-performance threshold CPT(level) (RouteLLM): the least strong-call share reaching PGR >= level.
 
     Only operating points are considered (no interpolation between them): the answer is a share a user can
@@ -181,7 +185,9 @@ class ParityPoint:
     """Share of the reference cost saved: 1 - cost / reference cost (negative when dearer)."""
 
 
-def savings_at(cost: np.ndarray, quality: np.ndarray, threshold: float, ref_cost: float) -> ParityPoint | None:
+def savings_at(
+    cost: np.ndarray, quality: np.ndarray, threshold: float, ref_cost: float
+) -> ParityPoint | None:
     """The cheapest point whose quality is at least ``threshold`` (None when no point is).
 
     Args:
@@ -244,8 +250,13 @@ def per_category(
         ref_quality, ref_cost_per_1k, quality_diff, savings`` (and ``oracle_quality``).
     """
     frame = pd.DataFrame(
-        {"category": np.asarray(categories, dtype=object), "cost": cost, "score": score,
-         "ref_cost": ref_cost, "ref_score": ref_score}
+        {
+            "category": np.asarray(categories, dtype=object),
+            "cost": cost,
+            "score": score,
+            "ref_cost": ref_cost,
+            "ref_score": ref_score,
+        }
     )
     if oracle_score is not None:
         frame["oracle"] = oracle_score

@@ -169,8 +169,12 @@ def parity_interval(
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(np.isfinite(best) & (rc > 0), 1.0 - best / rc, np.nan)
 
-    full = savings(cost.mean(0)[None], score.mean(0)[None], np.atleast_1d(ref_cost.mean()),
-                   np.atleast_1d(ref_score.mean()))[0]
+    full = savings(
+        cost.mean(0)[None],
+        score.mean(0)[None],
+        np.atleast_1d(ref_cost.mean()),
+        np.atleast_1d(ref_score.mean()),
+    )[0]
     draws = savings(W @ cost / n, W @ score / n, W @ ref_cost / n, W @ ref_score / n)
     lo, hi = _bounds(draws, level)
     value = float(full) if np.isfinite(full) else None

@@ -58,7 +58,7 @@ def experiment_name(dataset: str) -> str:
 def _artifact_location(uri: str, name: str) -> str | None:
     """For a local SQLite store: ``mlartifacts/`` beside the database file (else the server decides)."""
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         return (db.parent / "mlartifacts" / name.replace("/", "_")).resolve().as_uri()
     return None
 
@@ -68,8 +68,11 @@ def _use_experiment(uri: str, name: str) -> str:
     client = MlflowClient(uri)
     try:
         exp = client.get_experiment_by_name(name)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(
-            name, artifact_location=_artifact_location(uri, name))
+        exp_id = (
+            exp.experiment_id
+            if exp is not None
+            else client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+        )
         mlflow.set_experiment(experiment_id=exp_id)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many types; report them as one
         raise TrackingError(f"cannot use MLflow experiment {name!r} at {_safe_uri(uri)}: {exc}") from exc
@@ -194,21 +197,43 @@ def log_evaluation(
     cfg = result.config
     run_name = cfg.name or f"eval-{result.dataset}"
     try:
-        with start_run(run_name, tags={"routelab.kind": "evaluation", "routelab.dataset": result.dataset}) as parent:
-            mlflow.log_params(flat_params({
-                "dataset": result.dataset, "source": cfg.source, "models": list(result.models),
-                "split.fractions": list(cfg.fractions), "split.seed": cfg.split_seed,
-                "split.stratify": cfg.stratify, "n_points": cfg.n_points, "margin": cfg.margin,
-                "n_resamples": cfg.n_resamples, "bootstrap_seed": cfg.seed,
-                "target": cfg.target.to_dict(), "gates": cfg.gates,
-                "routers": [r.label for r in result.routers], "cost_estimated": result.cost_estimated,
-            }))
-            mlflow.log_metrics(_metrics({
-                "n_train": result.n_train, "n_validation": result.n_validation, "n_test": result.n_test,
-                "best_single_quality": result.best_single["quality"],
-                "best_single_cost_per_1k": result.best_single["cost_per_1k"],
-                "oracle_quality": result.oracle["quality"], "oracle_cost_per_1k": result.oracle["cost_per_1k"],
-            }))
+        with start_run(
+            run_name, tags={"routelab.kind": "evaluation", "routelab.dataset": result.dataset}
+        ) as parent:
+            mlflow.log_params(
+                flat_params(
+                    {
+                        "dataset": result.dataset,
+                        "source": cfg.source,
+                        "models": list(result.models),
+                        "split.fractions": list(cfg.fractions),
+                        "split.seed": cfg.split_seed,
+                        "split.stratify": cfg.stratify,
+                        "n_points": cfg.n_points,
+                        "margin": cfg.margin,
+                        "n_resamples": cfg.n_resamples,
+                        "bootstrap_seed": cfg.seed,
+                        "target": cfg.target.to_dict(),
+                        "gates": cfg.gates,
+                        "routers": [r.label for r in result.routers],
+                        "cost_estimated": result.cost_estimated,
+                        "dataset_origin": result.table.card.source,
+                    }
+                )
+            )
+            mlflow.log_metrics(
+                _metrics(
+                    {
+                        "n_train": result.n_train,
+                        "n_validation": result.n_validation,
+                        "n_test": result.n_test,
+                        "best_single_quality": result.best_single["quality"],
+                        "best_single_cost_per_1k": result.best_single["cost_per_1k"],
+                        "oracle_quality": result.oracle["quality"],
+                        "oracle_cost_per_1k": result.oracle["cost_per_1k"],
+                    }
+                )
+            )
             _log_dataset(result)
             mlflow.log_dict(summary, "summary.json")
             for path in report_paths:
@@ -216,11 +241,15 @@ def log_evaluation(
             cfg_file = config_path or (cfg.path if cfg.path and Path(cfg.path).is_file() else None)
             if cfg_file:
                 mlflow.log_artifact(cfg_file, artifact_path="config")
-            for r, rs in zip(result.routers, summary["routers"]):
-                with start_run(r.label, nested=True, tags={"routelab.kind": "router",
-                                                          "routelab.router": r.spec["name"]}):
-                    mlflow.log_params(flat_params({"router": r.spec["name"], "label": r.label,
-                                                   "params": r.spec.get("params", {})}))
+            for r, rs in zip(result.routers, summary["routers"], strict=True):
+                with start_run(
+                    r.label, nested=True, tags={"routelab.kind": "router", "routelab.router": r.spec["name"]}
+                ):
+                    mlflow.log_params(
+                        flat_params(
+                            {"router": r.spec["name"], "label": r.label, "params": r.spec.get("params", {})}
+                        )
+                    )
                     mlflow.log_metrics(router_metrics(rs))
                     _log_router_artifacts(r, frontier_figure)
             return str(parent.info.run_id)
@@ -235,8 +264,9 @@ def _log_dataset(result: Any) -> None:
     import mlflow.data
 
     frame = result.table.frame[["sample_id", "category", "model", "score", "cost_usd", "cost_estimated"]]
-    source = result.config.source
-    dataset = mlflow.data.from_pandas(frame, source=source, name=result.dataset)
+    # A plain name is not a resolvable MLflow source (it would be guessed as a local path): the origin goes
+    # in the run's params and the dataset card; MLflow records the code that logged it as the source.
+    dataset = mlflow.data.from_pandas(frame, name=result.dataset)
     mlflow.log_input(dataset, context="evaluation")
 
 

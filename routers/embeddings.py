@@ -17,14 +17,15 @@ Typical use::
     x = enc.encode(["What is 2 + 2?"])              # (1, d), no cache: for serving one prompt at a time
 
 The cache lives in ``evals.paths.cache_dir() / "embeddings" / <encoder name>``: a folder of ``.npz`` shards,
-each holding ``keys`` (sha256 digests of the UTF-8 text, ``S32``) and ``vectors`` (float32). A shard is written
-to a temporary file and renamed into place, so concurrent processes never see half a shard; shards that
-cannot be read are moved aside with a warning and their texts are encoded again. When a folder holds many
-small shards they are merged into one.
+each holding ``keys`` (sha256 digests of the UTF-8 text, ``S32``) and ``vectors`` (float32). A shard is
+written to a temporary file and renamed into place, so concurrent processes never see half a shard; shards
+that cannot be read are moved aside with a warning and their texts are encoded again. When a folder holds
+many small shards they are merged into one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -35,7 +36,7 @@ import uuid
 import warnings
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +47,15 @@ from evals.registry import Registry
 __all__ = [
     "EmbeddingCache",
     "Encoder",
+    "clear_memory_cache",
+    "disk_cache_disabled",
     "embed",
     "encoder_names",
     "encoder_registry",
     "get_encoder",
     "l2_normalize",
     "register_encoder",
+    "text_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,7 +84,7 @@ class Encoder(ABC):
     dim: int
     """Embedding dimension."""
     disk_cache: bool = True
-    """Whether :func:`embed` caches this encoder's vectors on disk (pointless for sub-millisecond encoders)."""
+    """Whether :func:`embed` caches this encoder's vectors on disk (pointless for sub-ms encoders)."""
 
     @abstractmethod
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -196,7 +200,9 @@ class EmbeddingCache:
         if keys.dtype != np.dtype("S32") or keys.ndim != 1:
             raise _CorruptShard(f"keys have dtype {keys.dtype} and shape {keys.shape}, expected S32 (n,)")
         if vectors.dtype != np.float32 or vectors.ndim != 2 or vectors.shape[0] != keys.shape[0]:
-            raise _CorruptShard(f"vectors have dtype {vectors.dtype} and shape {vectors.shape} for {len(keys)} keys")
+            raise _CorruptShard(
+                f"vectors have dtype {vectors.dtype} and shape {vectors.shape} for {len(keys)} keys"
+            )
         if self.dim is not None and vectors.shape[1] != self.dim:
             raise _CorruptShard(f"vectors have dimension {vectors.shape[1]}, expected {self.dim}")
         if not np.isfinite(vectors).all():
@@ -205,7 +211,8 @@ class EmbeddingCache:
 
     def _quarantine(self, path: Path, reason: str) -> None:
         warnings.warn(
-            f"ignoring corrupt embedding cache shard {str(path)!r} ({reason}); its texts will be encoded again",
+            f"ignoring corrupt embedding cache shard {str(path)!r} ({reason}); "
+            "its texts will be encoded again",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -294,6 +301,29 @@ _caches: dict[tuple[str, str], EmbeddingCache] = {}
 _caches_lock = threading.Lock()
 
 
+_disk_cache_off = threading.local()
+
+
+@contextlib.contextmanager
+def disk_cache_disabled() -> Iterator[None]:
+    """Within this block (in this thread), :func:`embed` neither reads nor writes the disk cache.
+
+    For measuring featurisation as a service would pay it (the latency benchmark), and for one-off texts.
+    """
+    previous = getattr(_disk_cache_off, "value", False)
+    _disk_cache_off.value = True
+    try:
+        yield
+    finally:
+        _disk_cache_off.value = previous
+
+
+def clear_memory_cache() -> None:
+    """Forget the vectors read from disk in this process (the files stay); the next call re-reads them."""
+    with _caches_lock:
+        _caches.clear()
+
+
 def _cache_for(encoder: Encoder) -> EmbeddingCache:
     folder = cache_dir() / "embeddings" / encoder.name
     key = (str(folder), encoder.name)
@@ -335,7 +365,7 @@ def embed(
             raise TypeError(f"embed() needs strings; text {i} is {type(t).__name__}: {t!r:.80}")
     if not texts:
         return np.zeros((0, enc.dim), dtype=np.float32)
-    if not enc.disk_cache:
+    if not enc.disk_cache or getattr(_disk_cache_off, "value", False):
         return _encode_batched(enc, texts, batch_size, progress)
 
     keys = [text_key(t) for t in texts]
@@ -354,7 +384,8 @@ def embed(
             cache.put_many(chunk_keys, vectors)
             fresh.update(zip(chunk_keys, vectors, strict=True))
 
-        _encode_batched(enc, [missing[k] for k in miss_keys], batch_size, progress, keys=miss_keys, sink=store)
+        miss_texts = [missing[k] for k in miss_keys]
+        _encode_batched(enc, miss_texts, batch_size, progress, keys=miss_keys, sink=store)
         found = [fresh[k] if v is None else v for k, v in zip(keys, found, strict=True)]
     return np.stack(found).astype(np.float32, copy=False)
 
@@ -395,7 +426,8 @@ def _encode_batched(
             if bar is not None:
                 bar.update(len(batch))
             done = s + len(batch)
-            if sink is not None and keys is not None and (done - flushed >= WRITE_EVERY or done == len(texts)):
+            due = done - flushed >= WRITE_EVERY or done == len(texts)
+            if sink is not None and keys is not None and due:
                 sink(keys[flushed:done], np.concatenate(pending))
                 pending, flushed = [], done
     finally:

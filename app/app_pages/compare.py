@@ -53,7 +53,7 @@ def _param_widget(router: str, param: str, default: Any, models: tuple[str, ...]
 
 # ------------------------------------------------------------------------------------------ choose routers
 names = [n for n in services.router_names() if n != "oracle"]  # the oracle is drawn as a reference anyway
-defaults = [n for n in services.DEFAULT_ROUTERS if n in names]
+defaults = [n for n in services.default_routers() if n in names]
 chosen = st.multiselect("Routers", names, default=defaults, key="cmp_routers",
                         help="Every registered router. The oracle, single models and a random mix are always drawn.")
 

@@ -13,10 +13,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "collect",
         help="call each model once per sample (cached, resumable), grade, write an OutcomeTable",
-        description="Call every model of CONFIG once per sample over its OpenAI-compatible API, grade the answers "
-        "and write a graded OutcomeTable (Parquet + card). Answers are cached by request, so an interrupted run "
-        "resumes without paying twice. Prints calls, cache hits, tokens and dollars per model. Exit status: 0 "
-        "when every (sample, model) was graded, 1 when some calls failed (rerun to retry them), 2 on bad input.",
+        description="Call every model of CONFIG once per sample over its OpenAI-compatible API, grade "
+        "the answers and write a graded OutcomeTable (Parquet + card). Answers are cached by request, so an "
+        "interrupted run resumes without paying twice. Prints calls, cache hits, tokens and dollars per "
+        "model. "
+        "Exit status: 0 when every (sample, model) was graded, 1 when some calls failed (rerun to retry "
+        "them), 2 on bad input.",
     )
     p.add_argument("config", help="collection config (TOML); see examples/collect_replay.toml")
     p.add_argument("--output", help="Parquet file to write (overrides the config's 'output')")
@@ -44,5 +46,8 @@ def _run(args: argparse.Namespace) -> int:
         print("routelab: nothing was graded; no table written", file=sys.stderr)
         return 1
     t = result.table
-    print(f"wrote {config.output} ({t.n_samples} samples x {t.n_models} models, grader {t.frame['grader'].iat[0]})")
+    print(
+        f"wrote {config.output} ({t.n_samples} samples x {t.n_models} models, "
+        f"grader {t.frame['grader'].iat[0]})"
+    )
     return 1 if result.failures else 0

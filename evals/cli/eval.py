@@ -17,13 +17,19 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``eval`` sub-command."""
     p = subparsers.add_parser(
-        "eval", help="evaluate routers from a TOML config (frontier, savings, MLflow, report, gates)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "eval",
+        help="evaluate routers from a TOML config (frontier, savings, MLflow, report, gates)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("config", help="TOML config (see examples/mmlu_pro.toml)")
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
-    p.add_argument("--out", metavar="DIR", default=None,
-                   help="folder for report.md / report.html (default: reports/<config name>)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="folder for report.md / report.html (default: reports/<config name>)",
+    )
     p.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     p.add_argument("--data-dir", metavar="D", default=None, help="public-data folder (default: resolved)")
     p.add_argument("--quiet", action="store_true", help="no progress messages")
@@ -54,16 +60,31 @@ def run(args: argparse.Namespace) -> int:
 
     est = " (costs estimated)" if result.cost_estimated else ""
     b, o = result.best_single, result.oracle
-    print(f"\n{result.dataset}: n_test={result.n_test} (train {result.n_train}, validation {result.n_validation})"
-          f"{est}; 95% paired-bootstrap intervals, {cfg.n_resamples} resamples")
-    print(f"best single model: {b['name']}  quality {b['quality']:.3f} "
-          f"[{b['quality_ci']['low']:.3f}, {b['quality_ci']['high']:.3f}]  ${b['cost_per_1k']:.4f}/1k")
+    print(
+        f"\n{result.dataset}: n_test={result.n_test} "
+        f"(train {result.n_train}, validation {result.n_validation})"
+        f"{est}; 95% paired-bootstrap intervals, {cfg.n_resamples} resamples"
+    )
+    print(
+        f"best single model: {b['name']}  quality {b['quality']:.3f} "
+        f"[{b['quality_ci']['low']:.3f}, {b['quality_ci']['high']:.3f}]  ${b['cost_per_1k']:.4f}/1k"
+    )
     print(f"oracle:            quality {o['quality']:.3f}  ${o['cost_per_1k']:.4f}/1k\n")
-    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 40,
-                           "display.float_format", "{:.4f}".format):
+    with pd.option_context(
+        "display.width",
+        250,
+        "display.max_columns",
+        30,
+        "display.max_colwidth",
+        40,
+        "display.float_format",
+        "{:.4f}".format,
+    ):
         print(result.summary_frame().to_string(index=False))
 
-    out_dir = Path(args.out) if args.out else Path("reports") / (cfg.name or Path(cfg.path).stem or result.dataset)
+    out_dir = (
+        Path(args.out) if args.out else Path("reports") / (cfg.name or Path(cfg.path).stem or result.dataset)
+    )
     md_path, html_path = write_report(result, out_dir, gate_lines=gate_lines, gate_error=gate_error)
     print(f"\nreport: {md_path}  {html_path}")
     if args.json:

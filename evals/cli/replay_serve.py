@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "replay-serve",
         help="serve recorded answers of an OutcomeTable over the OpenAI chat-completions API",
-        description="Start an OpenAI-compatible server (POST /v1/chat/completions, GET /v1/models, GET /_stats) "
+        description="Start an OpenAI-compatible server (POST /v1/chat/completions, GET /v1/models, "
+        "GET /_stats) "
         "that answers with the recorded response of the requested model for the prompt of the last user "
         "message. Useful to try routelab collect and the exported proxy without keys.",
     )
@@ -39,14 +40,24 @@ def _run(args: argparse.Namespace) -> int:
     if args.limit:
         table = table.select(sample_ids=table.sample_ids[: args.limit])
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
-    server = ReplayServer(table, host=args.host, port=args.port, latency_ms=args.latency_ms,
-                          fault_rate=args.fault_rate, faults=faults, seed=args.seed)
+    server = ReplayServer(
+        table,
+        host=args.host,
+        port=args.port,
+        latency_ms=args.latency_ms,
+        fault_rate=args.fault_rate,
+        faults=faults,
+        seed=args.seed,
+    )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"routelab: warning: serving on {args.host}, not loopback", file=sys.stderr)
 
     def announce(base_url: str) -> None:
-        print(f"replaying {table!r} ({', '.join(table.models)}); base_url {base_url} (Ctrl-C to stop)",
-              file=sys.stderr, flush=True)
+        print(
+            f"replaying {table!r} ({', '.join(table.models)}); base_url {base_url} (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     try:
         server.serve_forever(announce)

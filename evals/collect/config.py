@@ -9,7 +9,7 @@ Example (``examples/collect_replay.toml``)::
 
     [tasks]
     source = "mmlu-pro"                 # a source name or outcome file for evals.sources.load ...
-    # prompts = "my_prompts.jsonl"      # ... or a prompts file: prompt, [sample_id, reference, category, task]
+    # prompts = "my_prompts.jsonl"      # ... or a prompts file: prompt [, sample_id, reference, category]
     limit = 300                         # first N samples (optional)
     # categories = ["math", "law"]
 
@@ -26,7 +26,7 @@ Example (``examples/collect_replay.toml``)::
     retries = 5                         # extra attempts after the first
 
     [[models]]
-    name = "gpt-4o-2024-05-13"          # name in the OutcomeTable (and sent to the API unless api_model is set)
+    name = "gpt-4o-2024-05-13"          # name in the table (sent to the API unless api_model is set)
     provider = "replay"
     params = { temperature = 0.0, max_tokens = 1024 }
     # input_per_1m = 5.0                # prices override the price table (USD per 1M tokens)

@@ -98,7 +98,8 @@ class CollectResult:
                 n, mean = len(scores), float(scores.mean())
                 half = 1.96 * float(scores.std(ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
                 quality[model] = (n, mean, half)
-        head = f"{'model':<32} {'role':<9} {'calls':>6} {'cached':>6} {'in_tok':>10} {'out_tok':>10} {'spent $':>10}  quality (n, 95% CI)"
+        head = (f"{'model':<32} {'role':<9} {'calls':>6} {'cached':>6} {'in_tok':>10} {'out_tok':>10} "
+                f"{'spent $':>10}  quality (n, 95% CI)")
         lines = [head, "-" * len(head)]
         for s in self.spend:
             q = quality.get(s.model) if s.role == "candidate" else None
@@ -164,7 +165,7 @@ def _messages(model: ModelConfig, prompt: str) -> list[dict[str, str]]:
 def _cost(
     price: Price, model: ModelConfig, prompt: str, result: ChatResult
 ) -> tuple[float, float, float, bool]:
-    """(cost, input tokens, output tokens, estimated): usage when the provider sent it, else characters / 4."""
+    """(cost, input tokens, output tokens, estimated): usage if the provider sent it, else characters / 4."""
     itok, otok, est = result.input_tokens, result.output_tokens, False
     if math.isnan(itok):
         itok, est = (len(prompt) + len(model.system)) / 4.0, True
@@ -405,8 +406,9 @@ def _build(
             "pairs_expected": n_expected,
         },
     )
-    table: OutcomeTable | None = OutcomeTable(pd.DataFrame(rows), card, origin=config.origin,
-                                              require_complete=False)
+    table: OutcomeTable | None = OutcomeTable(
+        pd.DataFrame(rows), card, origin=config.origin, require_complete=False
+    )
     if len(rows) < n_expected:
         try:  # keep whole samples only, so the wide views have no holes
             table = table.complete()
@@ -423,7 +425,7 @@ def collect(
     progress: bool = True,
     write: bool = True,
 ) -> CollectResult:
-    """Ask every model of ``config`` once per sample, grade, and (if ``write``) save the table to ``config.output``.
+    """Ask every model of ``config`` once per sample, grade, and (if ``write``) save to ``config.output``.
 
     Args:
         config: A parsed config (:func:`evals.collect.load_config`).

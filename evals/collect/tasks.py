@@ -59,7 +59,7 @@ def load_samples(tasks: TaskConfig) -> tuple[pd.DataFrame, str, str]:
     """The samples to collect: one row each with ``sample_id, task, category, prompt, reference``.
 
     Returns:
-        ``(samples, origin, license)``: the frame, where it came from, and the source's license ("" if unknown).
+        ``(samples, origin, license)``: the frame, where it came from, the source's license ("" if unknown).
     """
     if tasks.source:
         from evals import sources  # the data helper's importers; heavy imports stay out of module import

@@ -8,6 +8,7 @@ other call (a judge's verdict is paid for once, like any answer).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -76,8 +77,9 @@ class Grader:
         return self.grade(item)
 
     def params(self) -> dict[str, Any]:
-        """The constructor arguments, as given."""
-        return dict(getattr(self, "_params", {}))
+        """The constructor arguments, read back from the attributes of the same names (as in scikit-learn)."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n != "self"]
+        return {n: getattr(self, n) for n in names if hasattr(self, n)}
 
     def label(self) -> str:
         """What goes in the ``grader`` column (``mcq_letter``, ``judge_single:gpt-4o``...)."""
@@ -118,5 +120,4 @@ def get_grader(name: str, **params: Any) -> Grader:
         grader = cls(**params)
     except TypeError as exc:
         raise ConfigError(f"grader {name!r}: bad parameter(s) {sorted(params)} ({exc})") from None
-    grader._params = dict(params)  # type: ignore[attr-defined]
     return grader

@@ -15,8 +15,8 @@ Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``): 
 **Faults** are injected at ``fault_rate`` to exercise clients: ``429`` (with ``Retry-After``), ``500``,
 ``timeout`` (the server holds the request for ``hang_s`` seconds, past any sane client timeout), ``malformed``
 (a 200 whose body is truncated JSON) and ``drop`` (the connection closes mid-body). Whether the n-th request
-for a given (model, prompt) faults, and how, is a deterministic function of ``seed``, the model, the prompt and
-n, so a run is reproducible however concurrent requests interleave.
+for a given (model, prompt) faults, and how, is a deterministic function of ``seed``, the model, the prompt
+and n, so a run is reproducible however concurrent requests interleave.
 
 Example:
     >>> with ReplayServer(table, latency_ms=0, fault_rate=0.0, seed=0) as srv:   # doctest: +SKIP
@@ -532,7 +532,7 @@ class ReplayServer:
         return self
 
     def serve_forever(self, announce: Callable[[str], None] | None = None) -> None:
-        """Serve in the calling thread until interrupted (the CLI's mode); ``announce(base_url)`` once bound."""
+        """Serve in this thread until interrupted (the CLI's mode); ``announce(base_url)`` once bound."""
         self._bind()
         if announce is not None:
             announce(self.base_url)

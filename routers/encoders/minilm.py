@@ -33,8 +33,9 @@ class MiniLMEncoder(Encoder):
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(minilm_path()), device="cpu", local_files_only=True)
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        self.dim = int(get_dim())
+        # sentence-transformers renamed this method; support both spellings.
+        get_dim = getattr(self.model, "get_embedding_dimension", None)
+        self.dim = int(get_dim() if get_dim else self.model.get_sentence_embedding_dimension())
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Encode texts (truncated by the model at 256 word pieces) to unit-norm float32 vectors."""

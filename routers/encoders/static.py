@@ -70,7 +70,7 @@ def distill(
     pca_dims: int | None = 256,
     sif_a: float | None = 1e-3,
     batch_size: int = 256,
-    threads: int = 2,
+    threads: int = 1,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
     """Distil static token vectors from the sentence-transformer at ``model_dir``.
@@ -82,7 +82,8 @@ def distill(
         pca_dims: Keep this many principal axes (None keeps all, still centred and rotated).
         sif_a: Smooth-inverse-frequency constant; None disables the weighting.
         batch_size: Tokens per forward pass (small batches keep memory low).
-        threads: Torch intra-op threads during distillation (restored afterwards).
+        threads: Torch intra-op threads during distillation (restored afterwards); one is fastest on a
+            busy machine, where two threads wait on each other.
         progress: Show a tqdm bar.
 
     Returns:
@@ -134,7 +135,7 @@ def distill(
     reduced = (centred @ vt[:k].T).astype(np.float32)
 
     if sif_a is not None:
-        # Zipf's law over the vocabulary order as the frequency estimate (model2vec's choice): p(rank) ~ 1/rank.
+        # Zipf's law over the vocabulary order as the frequency estimate (model2vec's): p(rank) ~ 1/rank.
         ranks = ids.astype(np.float64) + 1.0
         p = 1.0 / ranks
         p /= p.sum()
@@ -159,7 +160,9 @@ class StaticEncoder(Encoder):
 
     disk_cache = False  # encoding is cheaper than reading a cache
 
-    def __init__(self, vectors: np.ndarray, model_dir: Path, *, max_tokens: int = 512, name: str = "minilm-static"):
+    def __init__(
+        self, vectors: np.ndarray, model_dir: Path, *, max_tokens: int = 512, name: str = "minilm-static"
+    ) -> None:
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self.model_dir = Path(model_dir)
         self.max_tokens = max_tokens
@@ -211,8 +214,11 @@ class StaticEncoder(Encoder):
                 if vectors.ndim != 2 or not np.isfinite(vectors).all():
                     raise ValueError(f"vectors of shape {vectors.shape} with non-finite values or wrong rank")
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-                warnings.warn(f"ignoring unreadable static-embedding table {str(path)!r} ({exc}); distilling again",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"ignoring unreadable static-embedding table {str(path)!r} ({exc}); distilling again",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 vectors = None
         if vectors is None:
             t0 = time.perf_counter()

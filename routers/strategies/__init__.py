@@ -11,7 +11,8 @@ from routers.strategies import classifier  # noqa: F401  per-model logistic regr
 from routers.strategies import knn  # noqa: F401  k nearest neighbours over embeddings
 from routers.strategies import mf  # noqa: F401  matrix factorisation (RouteLLM MF, N models)
 from routers.strategies import cost_aware  # noqa: F401  quality + output-length prediction (CARROT)
+from routers.strategies import ensemble  # noqa: F401  weighted mean of several routers
 # Cascade / provider choice / adaptive (another helper): add their imports below this line.
-from routers.strategies import cascade  # noqa: F401  cheapest first, escalate on low answer confidence (FrugalGPT)
+from routers.strategies import cascade  # noqa: F401  cheapest first, escalate on low confidence (FrugalGPT)
 from routers.strategies import provider  # noqa: F401  cheapest provider within a latency bound, with failover
 from routers.strategies import adaptive  # noqa: F401  per-category success with feedback: backs off, recovers

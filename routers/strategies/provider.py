@@ -241,11 +241,12 @@ def _arm_latencies(
 ) -> np.ndarray:
     """Typical latency per arm: the price table's p50, else the train table's median, else NaN (unknown)."""
     prices = _load_prices(prices_path)
-    measured = (
-        np.nanmedian(np.where(np.isfinite(train.wide("latency_s")), train.wide("latency_s"), np.nan), axis=0)
-        if np.isfinite(train.wide("latency_s")).any()
-        else np.full(len(arms), np.nan)
-    )
+    lat = np.asarray(train.wide("latency_s"), dtype=float)
+    measured = np.full(len(arms), np.nan)
+    for j in range(len(arms)):  # the median of the known latencies of each arm (none known: NaN)
+        known = lat[:, j][np.isfinite(lat[:, j])]
+        if len(known):
+            measured[j] = float(np.median(known))
     out = np.full(len(arms), np.nan)
     for j, (model, provider) in enumerate(arms):
         listed = math.nan

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from streamlit.testing.v1 import AppTest
 import pandas as pd
 
 from evals.outcomes import DatasetCard, OutcomeTable
@@ -45,3 +46,21 @@ def frame_with(at, column: str):  # noqa: ANN001, ANN201 - AppTest types
         if column in d.value.columns:
             return d.value
     raise AssertionError(f"no dataframe with a {column!r} column; have: {[list(d.value.columns) for d in at.dataframe]}")
+
+
+# Routers that need no sentence encoder, so the test stays fast.
+ROUTERS = ["category", "random-mix", "single"]
+
+
+def run_compare(routers: list[str] = ROUTERS, log: bool = False) -> AppTest:
+    """Open the app, go to Compare, pick routers and run (shared by the drill-down and export tests)."""
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception, at.exception
+    at.multiselect(key="cmp_routers").set_value(routers).run()
+    if not log:
+        at.checkbox(key="cmp_log").uncheck().run()
+    at.button(key="cmp_run").click().run()
+    assert not at.exception, at.exception
+    return at

@@ -7,24 +7,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from app_fixtures import APP, frame_with  # type: ignore[import-not-found]
-
-# Routers that need no sentence encoder, so the test stays fast.
-ROUTERS = ["category", "random-mix", "single"]
-
-
-def run_compare(routers: list[str] = ROUTERS, log: bool = False) -> AppTest:
-    """Open the app, go to Compare, pick routers and run (shared by the drill-down and export tests)."""
-    at = AppTest.from_file(str(APP), default_timeout=120)
-    at.run()
-    at.switch_page("app_pages/compare.py").run()
-    assert not at.exception, at.exception
-    at.multiselect(key="cmp_routers").set_value(routers).run()
-    if not log:
-        at.checkbox(key="cmp_log").uncheck().run()
-    at.button(key="cmp_run").click().run()
-    assert not at.exception, at.exception
-    return at
+from app_fixtures import APP, ROUTERS, frame_with, run_compare  # type: ignore[import-not-found]
 
 
 def test_before_running_it_asks_to_run(app_env: Path) -> None:
@@ -88,10 +71,10 @@ def test_bad_param_gives_a_clear_error(app_env: Path) -> None:
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
     at.switch_page("app_pages/compare.py").run()
-    at.multiselect(key="cmp_routers").set_value(["single"]).run()
+    at.multiselect(key="cmp_routers").set_value(["rules"]).run()
     at.checkbox(key="cmp_log").uncheck().run()
-    at.selectbox(key="cmp_p_single_model").set_value("mid-llm").run()
-    at.multiselect(key="cmp_models").set_value(["small-llm", "big-llm"]).run()
+    at.text_input(key="cmp_p_rules_rules").set_value('[{"bogus": 1}]').run()
     at.button(key="cmp_run").click().run()
     assert not at.exception, at.exception
-    assert "Comparison failed" in at.error[0].value and "mid-llm" in at.error[0].value
+    assert "Comparison failed" in at.error[0].value and "unknown key(s) ['bogus']" in at.error[0].value
+    assert not at.get("plotly_chart")

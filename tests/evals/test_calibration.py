@@ -19,12 +19,12 @@ SHARE = np.array([0.0, 0.2, 0.6, 1.0])
 @pytest.mark.parametrize(
     ("target", "best", "expected"),
     [
-        (Target("quality_floor", 0.76), None, (2, True)),   # cheapest reaching .76
+        (Target("quality_floor", 0.76), None, (2, True)),  # cheapest reaching .76
         (Target("quality_floor", 0.95), None, (3, False)),  # unreachable: the best point
-        (Target("parity", 0.01), 0.80, (2, True)),          # floor .79
+        (Target("parity", 0.01), 0.80, (2, True)),  # floor .79
         (Target("parity", 0.0), 0.80, (3, True)),
-        (Target("budget", 4.0), None, (1, True)),           # best within $4/1k
-        (Target("budget", 0.5), None, (0, False)),          # nothing affordable: the cheapest
+        (Target("budget", 4.0), None, (1, True)),  # best within $4/1k
+        (Target("budget", 0.5), None, (0, False)),  # nothing affordable: the cheapest
         (Target("strong_share", 0.6), None, (2, True)),
         (Target("strong_share", 0.1), None, (0, True)),
     ],
@@ -64,16 +64,28 @@ class NoisyOracle(Router):
         t = self._align(table)
         seeds = np.array([int(p.split()[-1]) for p in t.prompts])
         noise = np.stack([np.random.default_rng(s).normal(0, self.noise, len(self.models_)) for s in seeds])
-        return ScorePolicy(self.models_, t.quality + noise, np.broadcast_to(self.cost_per_model_, t.cost.shape),
-                           t.quality, t.cost)
+        return ScorePolicy(
+            self.models_,
+            t.quality + noise,
+            np.broadcast_to(self.cost_per_model_, t.cost.shape),
+            t.quality,
+            t.cost,
+        )
 
 
 def _table(n: int, rng: np.random.Generator) -> OutcomeTable:
     rows = []
     for i in range(n):
         for name, cost, skill in [("small", 0.001, 0.5), ("large", 0.01, 0.85)]:
-            rows.append(dict(sample_id=f"s{i}", prompt=f"q {i}", model=name, score=float(rng.random() < skill),
-                             cost_usd=cost))
+            rows.append(
+                dict(
+                    sample_id=f"s{i}",
+                    prompt=f"q {i}",
+                    model=name,
+                    score=float(rng.random() < skill),
+                    cost_usd=cost,
+                )
+            )
     return OutcomeTable(pd.DataFrame(rows))
 
 

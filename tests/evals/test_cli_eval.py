@@ -20,11 +20,21 @@ def _write_outcomes(path: Path, n: int = 240, seed: int = 0) -> Path:
     rows = []
     for i in range(n):
         cat = ["easy", "medium", "hard"][i % 3]
-        for model, cost, p in [("cheap", 0.0002, {"easy": 0.95, "medium": 0.5, "hard": 0.1}),
-                               ("mid", 0.001, {"easy": 0.97, "medium": 0.85, "hard": 0.3}),
-                               ("big", 0.005, {"easy": 0.98, "medium": 0.9, "hard": 0.8})]:
-            rows.append(dict(sample_id=f"s{i}", category=cat, prompt=f"{cat} question {i}", model=model,
-                             score=float(rng.random() < p[cat]), cost_usd=cost))
+        for model, cost, p in [
+            ("cheap", 0.0002, {"easy": 0.95, "medium": 0.5, "hard": 0.1}),
+            ("mid", 0.001, {"easy": 0.97, "medium": 0.85, "hard": 0.3}),
+            ("big", 0.005, {"easy": 0.98, "medium": 0.9, "hard": 0.8}),
+        ]:
+            rows.append(
+                dict(
+                    sample_id=f"s{i}",
+                    category=cat,
+                    prompt=f"{cat} question {i}",
+                    model=model,
+                    score=float(rng.random() < p[cat]),
+                    cost_usd=cost,
+                )
+            )
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
@@ -32,7 +42,8 @@ def _write_outcomes(path: Path, n: int = 240, seed: int = 0) -> Path:
 def _config(tmp_path: Path, gates: str) -> Path:
     _write_outcomes(tmp_path / "outcomes.csv")
     cfg = tmp_path / "eval.toml"
-    cfg.write_text(f"""
+    cfg.write_text(
+        f"""
 name = "unit"
 [dataset]
 source = "outcomes.csv"
@@ -55,15 +66,18 @@ name = "category"
 name = "single"
 [[routers]]
 name = "oracle"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return cfg
 
 
 def test_eval_writes_json_and_report_and_passes_gates(tmp_path, capsys):
     cfg = _config(tmp_path, "max_quality_drop = 0.5\nmin_savings = 0.0")
     out_json = tmp_path / "summary.json"
-    status = main(["eval", str(cfg), "--json", str(out_json), "--out", str(tmp_path / "rep"), "--no-mlflow",
-                   "--quiet"])
+    status = main(
+        ["eval", str(cfg), "--json", str(out_json), "--out", str(tmp_path / "rep"), "--no-mlflow", "--quiet"]
+    )
     assert status == 0
     printed = capsys.readouterr().out
     assert "best single model: big" in printed and "category" in printed
@@ -75,8 +89,16 @@ def test_eval_writes_json_and_report_and_passes_gates(tmp_path, capsys):
     assert set(doc["oracle"]) >= {"quality", "cost_per_1k"}
     assert [r["name"] for r in doc["routers"]] == ["category", "single", "oracle"]
     for r in doc["routers"]:
-        assert set(r) >= {"name", "params", "aiq", "savings_at_parity", "savings_at_parity_ci",
-                          "quality_at_parity", "cost_per_1k_at_parity", "calibrated"}
+        assert set(r) >= {
+            "name",
+            "params",
+            "aiq",
+            "savings_at_parity",
+            "savings_at_parity_ci",
+            "quality_at_parity",
+            "cost_per_1k_at_parity",
+            "calibrated",
+        }
         assert set(r["calibrated"]) >= {"target", "validation", "test"}
         assert len(r["savings_at_parity_ci"]) == 2
     single = doc["routers"][1]
@@ -92,8 +114,9 @@ def test_eval_writes_json_and_report_and_passes_gates(tmp_path, capsys):
 def test_failing_gate_exits_1_naming_the_gate(tmp_path, capsys):
     cfg = _config(tmp_path, "max_quality_drop = 0.5\nmin_savings = 0.99")
     out_json = tmp_path / "summary.json"
-    status = main(["eval", str(cfg), "--json", str(out_json), "--out", str(tmp_path / "rep"), "--no-mlflow",
-                   "--quiet"])
+    status = main(
+        ["eval", str(cfg), "--json", str(out_json), "--out", str(tmp_path / "rep"), "--no-mlflow", "--quiet"]
+    )
     assert status == 1
     err = capsys.readouterr().err
     assert "gate failed" in err and "min_savings" in err and "minimum 99.0%" in err
@@ -106,10 +129,13 @@ def test_bad_configs_are_rejected_clearly(tmp_path, capsys):
     with pytest.raises(ConfigError, match="needs 'source'"):
         config_from_dict({"dataset": {}, "routers": [{"name": "single"}]})
     with pytest.raises(ConfigError, match=r"\[gates\] has unknown key\(s\) \['min_saving'\]"):
-        config_from_dict({"dataset": {"source": "x"}, "routers": [{"name": "single"}],
-                          "gates": {"min_saving": 0.3}})
+        config_from_dict(
+            {"dataset": {"source": "x"}, "routers": [{"name": "single"}], "gates": {"min_saving": 0.3}}
+        )
     with pytest.raises(ConfigError, match="router 'knn' is not one of the routers"):
-        config_from_dict({"dataset": {"source": "x"}, "routers": [{"name": "single"}], "gates": {"router": "knn"}})
+        config_from_dict(
+            {"dataset": {"source": "x"}, "routers": [{"name": "single"}], "gates": {"router": "knn"}}
+        )
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"

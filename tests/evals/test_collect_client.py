@@ -16,13 +16,25 @@ KEY = "sk-test-NEVER-LOG-ME-1234567890"
 
 
 def ok_body(text="4", pt=7, ct=3):
-    return {"id": "x", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-            "finish_reason": "stop"}], "usage": {"prompt_tokens": pt, "completion_tokens": ct}}
+    return {
+        "id": "x",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": pt, "completion_tokens": ct},
+    }
 
 
 def provider(**kw):
-    base = dict(name="p", base_url="http://llm.test/v1", api_key_env="TEST_KEY", concurrency=4, timeout_s=1.0,
-                retries=3, backoff_s=0.5, max_backoff_s=8.0)
+    base = dict(
+        name="p",
+        base_url="http://llm.test/v1",
+        api_key_env="TEST_KEY",
+        concurrency=4,
+        timeout_s=1.0,
+        retries=3,
+        backoff_s=0.5,
+        max_backoff_s=8.0,
+    )
     return ProviderConfig(**{**base, **kw})
 
 
@@ -48,8 +60,14 @@ def make_client(handler, tmp_path, sleeps=None, cache=True, **pkw):
         if sleeps is not None:
             sleeps.append(s)
 
-    return ChatClient({"p": provider(**pkw)}, cache=ResponseCache(tmp_path / "c.sqlite") if cache else None,
-                      transport=httpx.MockTransport(handler), env={"TEST_KEY": KEY}, sleep=fake_sleep, seed=0)
+    return ChatClient(
+        {"p": provider(**pkw)},
+        cache=ResponseCache(tmp_path / "c.sqlite") if cache else None,
+        transport=httpx.MockTransport(handler),
+        env={"TEST_KEY": KEY},
+        sleep=fake_sleep,
+        seed=0,
+    )
 
 
 def test_answer_usage_latency_and_auth_header(tmp_path):
@@ -63,7 +81,9 @@ def test_answer_usage_latency_and_auth_header(tmp_path):
     assert (r.text, r.input_tokens, r.output_tokens, r.cached, r.attempts) == ("four", 11, 2, False, 1)
     assert r.latency_s >= 0
     req = rec.requests[0]
-    assert req.url == "http://llm.test/v1/chat/completions" and req.headers["authorization"] == f"Bearer {KEY}"
+    assert (
+        req.url == "http://llm.test/v1/chat/completions" and req.headers["authorization"] == f"Bearer {KEY}"
+    )
     body = json.loads(req.content)
     assert body["model"] == "m" and body["messages"] == MSGS and body["temperature"] == 0
 
@@ -187,8 +207,13 @@ def test_timeouts_connection_errors_and_malformed_bodies_are_retried(tmp_path):
     def dropped(request):
         raise httpx.RemoteProtocolError("peer closed connection", request=request)
 
-    rec = Recorder(timeout, dropped, httpx.Response(200, content=b'{"choices": [{"mess'),
-                   httpx.Response(200, json={"choices": []}), httpx.Response(200, json=ok_body()))
+    rec = Recorder(
+        timeout,
+        dropped,
+        httpx.Response(200, content=b'{"choices": [{"mess'),
+        httpx.Response(200, json={"choices": []}),
+        httpx.Response(200, json=ok_body()),
+    )
 
     async def go():
         async with make_client(rec, tmp_path, retries=5) as c:
@@ -235,7 +260,9 @@ def test_concurrency_limit_per_provider(tmp_path):
 
     async def go():
         async with make_client(handler, tmp_path, concurrency=3) as c:
-            return await asyncio.gather(*(c.chat("p", "m", [{"role": "user", "content": str(i)}]) for i in range(20)))
+            return await asyncio.gather(
+                *(c.chat("p", "m", [{"role": "user", "content": str(i)}]) for i in range(20))
+            )
 
     results = run(go())
     assert peak == 3 and [r.text for r in results] == [str(i) for i in range(20)]

@@ -44,7 +44,8 @@ def mmlu3(tmp_path_factory) -> tuple[OutcomeTable, Path]:
 
 def write_config(folder: Path, source: Path, base_url: str) -> Path:
     models = "\n".join(
-        f'[[models]]\nname = "{m}"\nprovider = "replay"\nparams = {{ temperature = 0.0, max_tokens = 2048 }}\n'
+        f'[[models]]\nname = "{m}"\nprovider = "replay"\n'
+        'params = { temperature = 0.0, max_tokens = 2048 }\n'
         for m in MODELS
     )
     cfg = folder / "collect.toml"
@@ -102,8 +103,12 @@ def test_collect_with_faults_grades_every_pair_once(mmlu3, tmp_path, monkeypatch
 
 
 def _run_cli(cfg: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "evals.cli", "collect", str(cfg), "--no-progress"], env=env,
-                            stdout=open(log.with_suffix(".out"), "w"), stderr=open(log.with_suffix(".err"), "w"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "evals.cli", "collect", str(cfg), "--no-progress"],
+        env=env,
+        stdout=open(log.with_suffix(".out"), "w"),
+        stderr=open(log.with_suffix(".err"), "w"),
+    )
 
 
 @pytest.mark.slow
@@ -130,7 +135,8 @@ def test_sigkill_half_way_then_resume_repeats_no_answered_request(mmlu3, tmp_pat
             cached = cache.keys()
         f = table.frame
         answered = {
-            (m, s) for m, s, p in zip(f["model"], f["sample_id"], f["prompt"], strict=True)
+            (m, s)
+            for m, s, p in zip(f["model"], f["sample_id"], f["prompt"], strict=True)
             if request_key(srv.base_url, m, [{"role": "user", "content": p}], PARAMS) in cached
         }
         assert 430 <= len(answered) < 900, len(answered)
@@ -145,7 +151,9 @@ def test_sigkill_half_way_then_resume_repeats_no_answered_request(mmlu3, tmp_pat
     # ... everything else was answered; a pair answered twice can only be one in flight at the kill.
     assert len(after) == 900 and all(k["ok"] >= 1 for k in after.values())
     twice = [p for p, k in after.items() if k["ok"] > 1]
-    print(f"\nkilled after {len(answered)} committed answers; {len(twice)} in-flight answers were asked again")
+    print(
+        f"\nkilled after {len(answered)} committed answers; {len(twice)} in-flight answers were asked again"
+    )
     assert not set(twice) & answered and len(twice) <= 16
     out = OutcomeTable.read_parquet(work / "out" / "mmlu3.parquet")
     assert_scores_equal_importer(out, table)

@@ -30,9 +30,13 @@ class Hosts(httpx.AsyncBaseTransport):
             body = json.loads(await request.aread())
             self.judge_requests.append(body)
             text = self.judge(body["messages"])
-            return httpx.Response(200, json={"choices": [{"message": {"role": "assistant", "content": text},
-                                                          "finish_reason": "stop"}],
-                                             "usage": {"prompt_tokens": 100, "completion_tokens": 10}})
+            return httpx.Response(
+                200,
+                json={
+                    "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 100, "completion_tokens": 10},
+                },
+            )
         return await self.replay.handle_async_request(request)
 
 
@@ -41,8 +45,17 @@ def answers() -> OutcomeTable:
     rows = []
     for i in range(6):
         for model in ("good", "bad"):
-            rows.append(dict(sample_id=f"q{i}", model=model, prompt=f"What is {i} + {i}?", reference=str(2 * i),
-                             response=f"It is {2 * i}." if model == "good" else "No idea.", score=0.0, cost_usd=0.0))
+            rows.append(
+                dict(
+                    sample_id=f"q{i}",
+                    model=model,
+                    prompt=f"What is {i} + {i}?",
+                    reference=str(2 * i),
+                    response=f"It is {2 * i}." if model == "good" else "No idea.",
+                    score=0.0,
+                    cost_usd=0.0,
+                )
+            )
     return OutcomeTable(pd.DataFrame(rows))
 
 
@@ -81,15 +94,19 @@ def rating_judge(messages):
 def test_single_judge_grades_through_the_cached_client(tmp_path, answers):
     source = tmp_path / "answers.parquet"
     answers.to_parquet(source)
-    judge = '[grader]\nname = "judge_single"\nparams = { reference = true }\n' \
-            'judge = { name = "judge-1", provider = "judge", input_per_1m = 10.0, output_per_1m = 30.0 }'
+    judge = (
+        '[grader]\nname = "judge_single"\nparams = { reference = true }\n'
+        'judge = { name = "judge-1", provider = "judge", input_per_1m = 10.0, output_per_1m = 30.0 }'
+    )
     cfg = load_config(config_text(tmp_path, source, judge))
     transport = Hosts(build_replay_app(answers), rating_judge)
     result = collect(cfg, transport=transport, progress=False)
     t = result.table
     assert t.n_samples == 6 and set(t.frame["grader"]) == {"judge_single:judge-1"}
     scores = t.frame.set_index("model")["score"]
-    assert scores["good"].tolist() == pytest.approx([8 / 9] * 6) and scores["bad"].tolist() == pytest.approx([1 / 9] * 6)
+    assert scores["good"].tolist() == pytest.approx([8 / 9] * 6) and scores["bad"].tolist() == pytest.approx(
+        [1 / 9] * 6
+    )
     assert len(transport.judge_requests) == 12
     assert "reference" in transport.judge_requests[0]["messages"][0]["content"].lower()
     judge_spend = next(s for s in result.spend if s.role == "judge")
@@ -104,8 +121,10 @@ def test_single_judge_grades_through_the_cached_client(tmp_path, answers):
 def test_unparsable_verdicts_are_counted_and_left_out(tmp_path, answers):
     source = tmp_path / "answers.parquet"
     answers.to_parquet(source)
-    judge = '[grader]\nname = "judge_single"\njudge = { name = "j", provider = "judge", input_per_1m = 1.0, ' \
-            'output_per_1m = 1.0 }'
+    judge = (
+        '[grader]\nname = "judge_single"\njudge = { name = "j", provider = "judge", input_per_1m = 1.0, '
+        "output_per_1m = 1.0 }"
+    )
     cfg = load_config(config_text(tmp_path, source, judge))
 
     def moody(messages):
@@ -120,8 +139,10 @@ def test_unparsable_verdicts_are_counted_and_left_out(tmp_path, answers):
 def test_pairwise_judge_against_a_baseline(tmp_path, answers):
     source = tmp_path / "answers.parquet"
     answers.to_parquet(source)
-    judge = '[grader]\nname = "judge_pairwise"\nparams = { baseline = "bad" }\n' \
-            'judge = { name = "j", provider = "judge", input_per_1m = 1.0, output_per_1m = 1.0 }'
+    judge = (
+        '[grader]\nname = "judge_pairwise"\nparams = { baseline = "bad" }\n'
+        'judge = { name = "j", provider = "judge", input_per_1m = 1.0, output_per_1m = 1.0 }'
+    )
     cfg = load_config(config_text(tmp_path, source, judge))
 
     def prefers_numbers(messages):
@@ -145,7 +166,9 @@ def test_prompts_file_and_missing_usage_is_flagged_estimated(tmp_path):
 
     def handler(request):
         body = json.loads(request.content)
-        return httpx.Response(200, json={"choices": [{"message": {"content": body["messages"][-1]["content"][4:]}}]})
+        return httpx.Response(
+            200, json={"choices": [{"message": {"content": body["messages"][-1]["content"][4:]}}]}
+        )
 
     cfg = tmp_path / "c.toml"
     cfg.write_text(f"""
@@ -195,16 +218,32 @@ def test_failed_calls_are_reported_and_the_cli_exits_1(tmp_path, answers, capsys
 
 
 def test_config_errors_name_the_problem(tmp_path):
-    base = {"output": "o.parquet", "tasks": {"source": "mmlu-pro"},
-            "providers": {"p": {"base_url": "http://x.test/v1"}}, "models": [{"name": "m", "provider": "p"}]}
+    base = {
+        "output": "o.parquet",
+        "tasks": {"source": "mmlu-pro"},
+        "providers": {"p": {"base_url": "http://x.test/v1"}},
+        "models": [{"name": "m", "provider": "p"}],
+    }
     assert parse_config(base).models[0].wire_name == "m"
     bad_cases = [
         ({"tasks": {"source": "a", "prompts": "b"}}, "exactly one of 'source'"),
-        ({"models": [{"name": "m", "provider": "nope"}]}, "provider 'nope' is not defined; defined providers: p"),
+        (
+            {"models": [{"name": "m", "provider": "nope"}]},
+            "provider 'nope' is not defined; defined providers: p",
+        ),
         ({"providers": {"p": {"base_url": "ftp://x"}}}, "base_url must be an http"),
-        ({"providers": {"p": {"base_url": "http://x", "api_key_env": "sk-live-123 456"}}}, "NAME of an environment"),
-        ({"providers": {"p": {"base_url": "http://x", "concurrency": 0}}}, "concurrency must be an integer >= 1"),
-        ({"providers": {"p": {"base_url": "http://x", "api_key": "sk-1"}}}, r"unknown key\(s\) \['api_key'\]"),
+        (
+            {"providers": {"p": {"base_url": "http://x", "api_key_env": "sk-live-123 456"}}},
+            "NAME of an environment",
+        ),
+        (
+            {"providers": {"p": {"base_url": "http://x", "concurrency": 0}}},
+            "concurrency must be an integer >= 1",
+        ),
+        (
+            {"providers": {"p": {"base_url": "http://x", "api_key": "sk-1"}}},
+            r"unknown key\(s\) \['api_key'\]",
+        ),
         ({"models": [{"name": "m", "provider": "p"}, {"name": "m", "provider": "p"}]}, "more than once"),
         ({"models": [{"name": "m", "provider": "p", "input_per_1m": 1.0}]}, "give both input_per_1m"),
         ({"colour": "blue"}, r"unknown key\(s\) \['colour'\]"),
@@ -225,9 +264,15 @@ def test_config_errors_name_the_problem(tmp_path):
 def test_unknown_price_and_missing_judge_fail_before_any_call(tmp_path, answers):
     source = tmp_path / "answers.parquet"
     answers.to_parquet(source)
-    cfg = parse_config({"output": "o.parquet", "cache": str(tmp_path / "c.sqlite"), "tasks": {"source": str(source)},
-                        "providers": {"p": {"base_url": "http://x.test/v1"}},
-                        "models": [{"name": "unpriced-model-x", "provider": "p"}]})
+    cfg = parse_config(
+        {
+            "output": "o.parquet",
+            "cache": str(tmp_path / "c.sqlite"),
+            "tasks": {"source": str(source)},
+            "providers": {"p": {"base_url": "http://x.test/v1"}},
+            "models": [{"name": "unpriced-model-x", "provider": "p"}],
+        }
+    )
 
     def no_calls(request):
         raise AssertionError("no request may be made")
@@ -239,8 +284,13 @@ def test_unknown_price_and_missing_judge_fail_before_any_call(tmp_path, answers)
         collect(cfg, transport=httpx.MockTransport(no_calls), progress=False)
     bad_prompts = tmp_path / "p.csv"
     bad_prompts.write_text("question\nhi\n")
-    cfg = parse_config({"output": "o.parquet", "tasks": {"prompts": str(bad_prompts)},
-                        "providers": {"p": {"base_url": "http://x.test/v1"}},
-                        "models": [{"name": "m", "provider": "p", "input_per_1m": 1, "output_per_1m": 1}]})
+    cfg = parse_config(
+        {
+            "output": "o.parquet",
+            "tasks": {"prompts": str(bad_prompts)},
+            "providers": {"p": {"base_url": "http://x.test/v1"}},
+            "models": [{"name": "m", "provider": "p", "input_per_1m": 1, "output_per_1m": 1}],
+        }
+    )
     with pytest.raises(SchemaError, match="no 'prompt' column"):
         collect(cfg, transport=httpx.MockTransport(no_calls), progress=False)

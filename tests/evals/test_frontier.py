@@ -92,8 +92,14 @@ def test_perfect_router_reaches_the_oracle(rng):
     skill = np.array([0.3, 0.45, 0.6, 0.7, 0.8])
     for i in range(n):
         for j in range(m):
-            rows.append(dict(sample_id=f"s{i}", model=f"m{j}", score=float(rng.random() < skill[j]),
-                             cost_usd=costs[j] * (1 + 0.1 * rng.random())))
+            rows.append(
+                dict(
+                    sample_id=f"s{i}",
+                    model=f"m{j}",
+                    score=float(rng.random() < skill[j]),
+                    cost_usd=costs[j] * (1 + 0.1 * rng.random()),
+                )
+            )
     table = OutcomeTable(pd.DataFrame(rows))
     fr = compute_frontier(PerfectRouter().fit(table), table, name="perfect")
     assert len(fr.router) >= 100
@@ -112,12 +118,17 @@ def test_fast_sweep_equals_per_point_decisions(seed):
             c_hat = rng.integers(0, 4, (n, m)) / 100  # per-row costs, with ties
         else:
             c_hat = np.broadcast_to(rng.integers(0, 3, m) / 10, (n, m)).copy()  # shared costs
-        policy = ScorePolicy([f"m{j}" for j in range(m)], q_hat, c_hat,
-                             rng.integers(0, 2, (n, m)).astype(float), rng.random((n, m)))
+        policy = ScorePolicy(
+            [f"m{j}" for j in range(m)],
+            q_hat,
+            c_hat,
+            rng.integers(0, 2, (n, m)).astype(float),
+            rng.random((n, m)),
+        )
         lams = policy.grid(50)
         fast = policy.curve(lams)
         slow = Policy.curve(policy, lams)
-        for a, b in zip(fast, slow):
+        for a, b in zip(fast, slow, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-12)
 
 

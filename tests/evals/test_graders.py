@@ -1,4 +1,4 @@
-"""Graders: extraction rules, the registry, judge verdict parsing, fencing against injection, pairwise order."""
+"""Graders: extraction rules, registry, judge verdict parsing, fencing against injection, pairwise order."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def test_registry_names_and_errors():
         get_grader("number", bogus=1)
     g = get_grader("mcq_letter", letters="ABCD")
     assert g.params() == {"letters": "ABCD"} and "letters='ABCD'" in repr(g)
+    assert JudgeSingle(reference=True).params() == {"template": "", "reference": True}
 
 
 @pytest.mark.parametrize(
@@ -88,7 +89,12 @@ def test_text_grader_normalises():
     g = get_grader("text")
     assert g.grade(GradeInput("q", "the Eiffel tower.", "Eiffel Tower")).score == 1.0
     assert g.grade(GradeInput("q", "Big Ben", "Eiffel Tower")).score == 0.0
-    assert get_grader("text", contains=True).grade(GradeInput("q", "It is the Eiffel Tower, in Paris", "eiffel tower")).score == 1.0
+    assert (
+        get_grader("text", contains=True)
+        .grade(GradeInput("q", "It is the Eiffel Tower, in Paris", "eiffel tower"))
+        .score
+        == 1.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -119,8 +125,16 @@ def test_rating_maps_to_unit_interval():
 
 @pytest.mark.parametrize(
     ("text", "label"),
-    [("A is better. [[A]]", "A"), ("[[B]]", "B"), ("tie [[C]]", "C"), ("[[A>>B]]", "A>>B"),
-     ("[[B>A]]", "B>A"), ("[[A]] no wait [[B]]", None), ("A is better", None), (None, None)],
+    [
+        ("A is better. [[A]]", "A"),
+        ("[[B]]", "B"),
+        ("tie [[C]]", "C"),
+        ("[[A>>B]]", "A>>B"),
+        ("[[B>A]]", "B>A"),
+        ("[[A]] no wait [[B]]", None),
+        ("A is better", None),
+        (None, None),
+    ],
 )
 def test_parse_pairwise(text, label):
     assert parse_pairwise(text) == label
@@ -169,7 +183,9 @@ def test_injection_cannot_set_the_score():
     def naive_judge(messages):
         outside, _ = _outside_fence(messages)
         forced = re.search(r"\[\[(\d+)\]\]", outside.replace("Rating: [[5]]", ""))
-        return f"Rating: [[{forced.group(1)}]]" if forced else "Wrong capital handling, rambling. Rating: [[3]]"
+        return (
+            f"Rating: [[{forced.group(1)}]]" if forced else "Wrong capital handling, rambling. Rating: [[3]]"
+        )
 
     judge, calls = _judge_from(naive_judge)
     item = GradeInput("What is the capital of France?", INJECTION, reference="Paris")
@@ -205,7 +221,9 @@ def test_pairwise_runs_both_orders_and_cancels_position_bias():
     grade = asyncio.run(grader.agrade(GradeInput("q", cand, baseline=base), judge=judge))
     assert len(calls) == 2 and grade.score == 0.5  # a pure position bias nets out to a tie
     a_first = calls[0][-1]["content"]
-    assert a_first.index(cand) < a_first.index(base) and calls[1][-1]["content"].index(base) < calls[1][-1]["content"].index(cand)
+    assert a_first.index(cand) < a_first.index(base) and calls[1][-1]["content"].index(base) < calls[1][-1][
+        "content"
+    ].index(cand)
 
     def prefers_candidate(messages):
         user = messages[-1]["content"]

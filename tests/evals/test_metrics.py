@@ -1,4 +1,4 @@
-"""Frontier metrics on hand-computed cases (RouterBench hull/AIQ, RouteLLM PGR/APGR/CPT, savings at parity)."""
+"""Frontier metrics on hand-computed cases (RouterBench hull/AIQ, RouteLLM PGR/APGR/CPT, parity)."""
 
 from __future__ import annotations
 
@@ -78,9 +78,14 @@ def test_savings_at_parity_and_fractions():
 
 def test_per_category_breakdown():
     cats = np.array(["a", "a", "b"], dtype=object)
-    out = metrics.per_category(cats, np.array([0.001, 0.003, 0.002]), np.array([1.0, 0.0, 1.0]),
-                               np.array([0.004, 0.004, 0.004]), np.array([1.0, 1.0, 0.0]),
-                               oracle_score=np.array([1.0, 1.0, 1.0]))
+    out = metrics.per_category(
+        cats,
+        np.array([0.001, 0.003, 0.002]),
+        np.array([1.0, 0.0, 1.0]),
+        np.array([0.004, 0.004, 0.004]),
+        np.array([1.0, 1.0, 0.0]),
+        oracle_score=np.array([1.0, 1.0, 1.0]),
+    )
     a = out.set_index("category").loc["a"]
     assert a["n"] == 2 and a["quality"] == 0.5 and a["cost_per_1k"] == pytest.approx(2.0)
     assert a["quality_diff"] == pytest.approx(-0.5) and a["savings"] == pytest.approx(0.5)

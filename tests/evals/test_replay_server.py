@@ -21,8 +21,18 @@ def table() -> OutcomeTable:
     rows = []
     for i in range(20):
         for model, tok in [("big", 40.0), ("small", float("nan"))]:
-            rows.append(dict(sample_id=f"s{i}", model=model, prompt=f"question {i}?", response=f"{model} says {i}. " * 30,
-                             score=1.0, cost_usd=0.0, input_tokens=tok, output_tokens=tok))
+            rows.append(
+                dict(
+                    sample_id=f"s{i}",
+                    model=model,
+                    prompt=f"question {i}?",
+                    response=f"{model} says {i}. " * 30,
+                    score=1.0,
+                    cost_usd=0.0,
+                    input_tokens=tok,
+                    output_tokens=tok,
+                )
+            )
     return OutcomeTable(pd.DataFrame(rows))
 
 
@@ -49,8 +59,18 @@ def test_answers_with_recorded_text_and_usage(table):
         models = httpx.get(f"{srv.base_url}/models").json()
         assert [m["id"] for m in models["data"]] == ["big", "small"]
         # content given as a list of parts is read too
-        parts = [{"role": "user", "content": [{"type": "text", "text": "question "}, {"type": "text", "text": "2?"}]}]
-        assert httpx.post(f"{srv.base_url}/chat/completions", json={"model": "big", "messages": parts}).status_code == 200
+        parts = [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "question "}, {"type": "text", "text": "2?"}],
+            }
+        ]
+        assert (
+            httpx.post(
+                f"{srv.base_url}/chat/completions", json={"model": "big", "messages": parts}
+            ).status_code
+            == 200
+        )
 
 
 def test_openai_style_errors(table):
@@ -69,8 +89,12 @@ def test_openai_style_errors(table):
 
 def test_streaming_sse(table):
     with ReplayServer(table) as srv:
-        body = {"model": "big", "stream": True, "stream_options": {"include_usage": True},
-                "messages": [{"role": "user", "content": "question 3?"}]}
+        body = {
+            "model": "big",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "question 3?"}],
+        }
         with httpx.stream("POST", f"{srv.base_url}/chat/completions", json=body) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
@@ -94,8 +118,11 @@ def test_each_fault_kind(table):
     for kind in FAULT_KINDS:
         with ReplayServer(table, fault_rate=1.0, faults=[kind], retry_after_s=2, hang_s=3) as srv:
             try:
-                r = httpx.post(f"{srv.base_url}/chat/completions", timeout=0.5,
-                               json={"model": "big", "messages": [{"role": "user", "content": "question 0?"}]})
+                r = httpx.post(
+                    f"{srv.base_url}/chat/completions",
+                    timeout=0.5,
+                    json={"model": "big", "messages": [{"role": "user", "content": "question 0?"}]},
+                )
                 seen[kind] = (r.status_code, r.headers.get("retry-after"), r.content[:20])
             except httpx.HTTPError as exc:
                 seen[kind] = type(exc).__name__
@@ -110,7 +137,11 @@ def test_each_fault_kind(table):
 def test_fault_sequence_is_seeded_and_rate_is_respected(table):
     def outcomes(seed):
         with ReplayServer(table, fault_rate=0.3, faults=["500"], seed=seed) as srv:
-            codes = [chat(srv.base_url, m, f"question {i}?").status_code for i in range(20) for m in ("big", "small")]
+            codes = [
+                chat(srv.base_url, m, f"question {i}?").status_code
+                for i in range(20)
+                for m in ("big", "small")
+            ]
             return codes, srv.stats()
 
     a, stats = outcomes(1)
@@ -123,9 +154,16 @@ def test_request_counts_per_model_and_sample(table):
         for _ in range(3):
             chat(srv.base_url, "big", "question 5?")
         chat(srv.base_url, "small", "question 5?")
-        assert srv.requests("big", "s5") == 3 and srv.requests("small", "s5") == 1 and srv.requests("big", "s6") == 0
+        assert (
+            srv.requests("big", "s5") == 3
+            and srv.requests("small", "s5") == 1
+            and srv.requests("big", "s6") == 0
+        )
         stats = httpx.get(f"http://127.0.0.1:{srv.port}/_stats").json()
-        assert {(k["model"], k["sample_id"]): k["ok"] for k in stats["by_key"]} == {("big", "s5"): 3, ("small", "s5"): 1}
+        assert {(k["model"], k["sample_id"]): k["ok"] for k in stats["by_key"]} == {
+            ("big", "s5"): 3,
+            ("small", "s5"): 1,
+        }
         srv.reset_stats()
         assert srv.stats()["requests"] == 0
 
@@ -133,8 +171,11 @@ def test_request_counts_per_model_and_sample(table):
 def test_api_key_required_when_configured(table):
     with ReplayServer(table, api_key="sk-right") as srv:
         assert chat(srv.base_url).status_code == 401
-        r = httpx.post(f"{srv.base_url}/chat/completions", headers={"Authorization": "Bearer sk-right"},
-                       json={"model": "big", "messages": [{"role": "user", "content": "question 1?"}]})
+        r = httpx.post(
+            f"{srv.base_url}/chat/completions",
+            headers={"Authorization": "Bearer sk-right"},
+            json={"model": "big", "messages": [{"role": "user", "content": "question 1?"}]},
+        )
         assert r.status_code == 200
 
 
@@ -144,8 +185,10 @@ def test_asgi_app_works_in_process(table):
 
     async def go():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://replay") as c:
-            return await c.post("/v1/chat/completions",
-                                json={"model": "small", "messages": [{"role": "user", "content": "question 4?"}]})
+            return await c.post(
+                "/v1/chat/completions",
+                json={"model": "small", "messages": [{"role": "user", "content": "question 4?"}]},
+            )
 
     assert asyncio.run(go()).json()["choices"][0]["message"]["content"].startswith("small says 4.")
 
@@ -160,8 +203,11 @@ def test_bad_settings_are_rejected(table):
 def test_cli_replay_serve(tmp_path, table):
     path = tmp_path / "t.parquet"
     table.to_parquet(path)
-    proc = subprocess.Popen([sys.executable, "-m", "evals.cli", "replay-serve", str(path), "--port", "0",
-                             "--latency-ms", "1"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "evals.cli", "replay-serve", str(path), "--port", "0", "--latency-ms", "1"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stderr.readline()
         assert "base_url http://127.0.0.1:" in line, line

@@ -28,14 +28,25 @@ def result():
     for i in range(120):
         cat = ["a", "b"][i % 2]
         for model, cost, p in [("small", 0.001, {"a": 0.9, "b": 0.2}), ("large", 0.01, {"a": 0.9, "b": 0.9})]:
-            rows.append(dict(sample_id=f"s{i}", category=cat, prompt=f"{cat} {i}", model=model,
-                             score=float(rng.random() < p[cat]), cost_usd=cost))
+            rows.append(
+                dict(
+                    sample_id=f"s{i}",
+                    category=cat,
+                    prompt=f"{cat} {i}",
+                    model=model,
+                    score=float(rng.random() < p[cat]),
+                    cost_usd=cost,
+                )
+            )
     table = OutcomeTable(pd.DataFrame(rows), DatasetCard(name="toy"))
-    cfg = config_from_dict({
-        "name": "tracking-test", "dataset": {"source": "toy"},
-        "evaluation": {"n_points": 100, "n_resamples": 200},
-        "routers": [{"name": "category", "params": {"smoothing": 1.0}}, {"name": "single"}],
-    })
+    cfg = config_from_dict(
+        {
+            "name": "tracking-test",
+            "dataset": {"source": "toy"},
+            "evaluation": {"n_points": 100, "n_resamples": 200},
+            "routers": [{"name": "category", "params": {"smoothing": 1.0}}, {"name": "single"}],
+        }
+    )
     return run_experiment(cfg, table=table)
 
 
@@ -90,7 +101,10 @@ def test_leftover_active_run_is_ended_not_raised(tmp_path, monkeypatch):
 
 def test_flat_params():
     assert flat_params({"router": "knn", "params": {"k": 5, "w": {"a": [1, 2]}}}) == {
-        "router": "knn", "params.k": "5", "params.w.a": "[1, 2]"}
+        "router": "knn",
+        "params.k": "5",
+        "params.w.a": "[1, 2]",
+    }
 
 
 def _free_port() -> int:
@@ -103,15 +117,28 @@ def _free_port() -> int:
 def test_real_mlflow_server(result, tmp_path, monkeypatch):
     port = _free_port()
     art = tmp_path / "artifacts"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-           "--artifacts-destination", str(art), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(art),
+        "--workers",
+        "1",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"mlflow server exited: {(tmp_path / 'server.log').read_text()[-2000:]}")
@@ -121,7 +148,7 @@ def test_real_mlflow_server(result, tmp_path, monkeypatch):
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("mlflow server did not become healthy in 120 s")
+                pytest.fail("mlflow server did not become healthy in 240 s")
             time.sleep(0.3)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         assert tracking_uri() == url

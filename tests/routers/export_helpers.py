@@ -45,3 +45,52 @@ def point_upstreams(folder: Path, urls: dict[str, str], *, timeout_s: float = 5.
         assert n == 1, model
     text = re.sub(r"cooldown_s = [0-9.]+", f"cooldown_s = {cooldown_s}", text)
     path.write_text(text)
+
+
+# ------------------------------------------------------------------------------------------ MMLU-Pro parity
+PARITY_TRAIN = 1500  # routers are fitted on this many train samples (speed); decisions are checked on all of test
+
+
+def fast_encoder() -> str:
+    """The encoder the parity tests give embedding routers: static MiniLM when registered, else hash-bow."""
+    from routers.embeddings import encoder_names
+
+    return "minilm-static" if "minilm-static" in encoder_names() else "hash-bow"
+
+
+_PARITY: dict = {}
+
+
+def mmlu_parity_setup():
+    """(test table, {router name: (fitted router, [3 operating points], {lam: workbench choice indices})}).
+
+    Computed once per test session: every exportable registered router (default parameters, embedding routers
+    on :func:`fast_encoder`) fitted on the first ``PARITY_TRAIN`` train samples of the MMLU-Pro split (seed 0),
+    three operating points at the 25/50/75% quantiles of its decision grid on test, and the decisions the
+    evaluator measures there (``router.policy(test).outcomes(lam)``).
+    """
+    if _PARITY:
+        return _PARITY["test"], _PARITY["routers"]
+    import numpy as np
+
+    from evals import sources
+    from routers import router_registry
+
+    split = sources.load("mmlu-pro").split(random_state=0)
+    train = split.train.select(sample_ids=list(split.train.sample_ids[:PARITY_TRAIN]))
+    test = split.test
+    out = {}
+    for name in router_registry.names():
+        cls = router_registry.get(name)
+        if not getattr(cls, "exportable", True):
+            continue
+        params = {"encoder": fast_encoder()} if "encoder" in cls._get_param_names() else {}
+        router = cls(**params).fit(train)
+        policy = router.policy(test)
+        grid = np.asarray(policy.grid(60))
+        lams = sorted({float(np.quantile(grid, q)) for q in (0.25, 0.5, 0.75)})
+        if len(lams) < 3:
+            lams = [0.0, 1e-3, 1.0]
+        out[name] = (router, lams, {lam: policy.outcomes(lam)[0] for lam in lams})
+    _PARITY["test"], _PARITY["routers"] = test, out
+    return test, out

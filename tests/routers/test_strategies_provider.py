@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -174,3 +175,15 @@ def test_bad_params() -> None:
 def test_conformance() -> None:
     check_router(ProviderRouter)
     check_router(ProviderRouter(max_latency_s=5.0), _arms_table())
+
+
+def test_partly_unknown_latencies_count_as_within_the_bound() -> None:
+    frame = _arms_table().frame
+    frame.loc[frame["model"].eq("llama@slow"), "latency_s"] = np.nan  # nothing known about "slow"
+    frame.loc[frame["model"].eq("llama@mid") & frame["sample_id"].eq("s000"), "latency_s"] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        router = ProviderRouter(max_latency_s=10).fit(OutcomeTable(frame))
+    assert np.isnan(router.arm_latency_s_[router.models_.index("llama@slow")])
+    assert router.arm_latency_s_[router.models_.index("llama@mid")] == 6.0
+    assert router.failover_order("llama") == ["llama@slow", "llama@mid", "llama@fast"]

@@ -1,0 +1,54 @@
+"""``routelab routers list``: every registered routing strategy, what it does, and its parameters."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``routers`` command group."""
+    parser = subparsers.add_parser("routers", help="list the registered router strategies")
+    sub = parser.add_subparsers(dest="routers_command", metavar="ACTION")
+    sub.required = True
+    ls = sub.add_parser("list", help="print every registered strategy with a one-line description and its parameters")
+    ls.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+    ls.set_defaults(func=_list)
+
+
+def describe_routers() -> list[dict]:
+    """One dict per registered router: name, description, exportable, parameters with defaults."""
+    import routers
+
+    out = []
+    for name, cls in routers.router_registry.items():
+        sig = inspect.signature(cls.__init__)
+        params = {
+            p.name: (None if p.default is inspect.Parameter.empty else p.default)
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+        out.append({
+            "name": name,
+            "description": cls.describe(),
+            "exportable": bool(getattr(cls, "exportable", True)),
+            "params": params,
+        })
+    return out
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = describe_routers()
+    if args.json:
+        print(json.dumps(rows, indent=2, default=repr))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        note = "" if r["exportable"] else "  [not exportable]"
+        print(f"{r['name']:<{width}}  {r['description']}{note}")
+        params = ", ".join(f"{k}={json.dumps(v, default=repr)}" for k, v in r["params"].items())
+        print(f"{'':<{width}}  params: {params or '(none)'}")
+    return 0
