@@ -28,20 +28,59 @@ from evals.outcomes import OutcomeTable
 from evals.paths import cache_dir
 
 __all__ = [
+    "DEFAULT_ROUTERS",
     "DEFAULT_SOURCE_ENV",
     "MAX_UPLOAD_MB",
+    "MODEL_PARAMS",
+    "ROUTERS_ENV",
+    "SPLIT_FRACTIONS",
+    "CompareSettings",
     "available_sources",
+    "category_breakdown",
+    "category_counts",
+    "combine",
     "current_source",
     "current_table",
+    "decisions",
+    "default_routers",
     "default_source",
+    "evaluate_router",
+    "export",
+    "fitted_router",
+    "frontier_figure",
+    "list_evaluations",
+    "list_experiments",
     "load_prices",
     "load_table",
+    "log_to_mlflow",
     "mean_ci",
     "model_overview",
-    "parse_outcome_upload",
+    "overview_of",
+    "operating_lam",
+    "overlay_figure",
+    "parse_outcome_file",
+    "point_summary",
+    "point_table",
+    "prepared_table",
+    "ranking_frame",
+    "router_class",
+    "router_defaults",
+    "router_description",
+    "router_names",
+    "router_runs",
+    "run_compare",
+    "run_frontier",
+    "sample_detail",
     "save_upload",
     "set_source",
+    "settings_from_run",
+    "single_model_points",
     "source_label",
+    "spec_from_run",
+    "spec_key",
+    "spec_label",
+    "test_table",
+    "tracking_uri",
 ]
 
 DEFAULT_SOURCE_ENV = "ROUTELAB_APP_DEFAULT_SOURCE"
@@ -177,29 +216,41 @@ def parse_outcome_file(name: str, data: bytes, *, origin: str | None = None) -> 
 
                 card = DatasetCard.from_json(meta[b"routelab.card"].decode())
         elif suffix == ".csv":
-            frame, card = pd.read_csv(io.BytesIO(data), keep_default_na=False, na_values={
-                c: [""] for c in ("score", "cost_usd", "input_tokens", "output_tokens", "latency_s")}), None
+            frame, card = (
+                pd.read_csv(
+                    io.BytesIO(data),
+                    keep_default_na=False,
+                    na_values={
+                        c: [""] for c in ("score", "cost_usd", "input_tokens", "output_tokens", "latency_s")
+                    },
+                ),
+                None,
+            )
         elif suffix in (".jsonl", ".ndjson"):
             frame, card = pd.read_json(io.BytesIO(data), lines=True, dtype=False), None
         elif suffix == ".json":
             frame, card = pd.read_json(io.BytesIO(data), dtype=False), None
         else:
             raise SchemaError(
-                f"{name}: unsupported file type {suffix or '(none)'!r}; use one of {', '.join(_OUTCOME_SUFFIXES)}"
+                f"{name}: unsupported file type {suffix or '(none)'!r}; "
+                f"use one of {', '.join(_OUTCOME_SUFFIXES)}"
             )
     except SchemaError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file, reported by name
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SchemaError(f"{name}: could not be read as {suffix[1:].upper() or 'a table'} ({first})") from None
+        raise SchemaError(
+            f"{name}: could not be read as {suffix[1:].upper() or 'a table'} ({first})"
+        ) from None
     if not isinstance(frame, pd.DataFrame) or frame.empty:
         raise SchemaError(f"{name}: no rows")
     from dataclasses import replace
 
     from evals.outcomes import DatasetCard
 
-    table = OutcomeTable(frame, card or DatasetCard(name=Path(name).stem, source=f"uploaded file {name}"),
-                         origin=origin)
+    table = OutcomeTable(
+        frame, card or DatasetCard(name=Path(name).stem, source=f"uploaded file {name}"), origin=origin
+    )
     if card is None and table.cost_estimated:
         table.card = replace(table.card, cost_note="some costs are flagged cost_estimated in the file")
     return table
@@ -251,9 +302,10 @@ def model_overview(table: OutcomeTable, prices: Any = None) -> pd.DataFrame:
         prices: A :class:`evals.prices.PriceTable` (list prices are shown where the model is in it).
     """
     q, c = table.quality, table.cost
-    frame = table.frame
-    providers = frame.groupby("model", sort=False)["provider"].first()
-    estimated = frame.groupby("model", sort=False)["cost_estimated"].any()
+    summary = table.model_summary().set_index("model")
+    estimated = summary["cost_estimated"]
+    # The first sample's provider per model (providers are per row; a model rarely has several).
+    providers = dict(zip(table.models, table.wide_text("provider")[0], strict=True))
     rows = []
     for j, model in enumerate(table.models):
         mean, lo, hi = mean_ci(q[:, j])
@@ -279,11 +331,25 @@ def model_overview(table: OutcomeTable, prices: Any = None) -> pd.DataFrame:
                 except WorkbenchError:
                     p = None
             if p is not None:
-                row.update(provider=row["provider"] or p.provider, input_per_1m_usd=p.input_per_1m,
-                           output_per_1m_usd=p.output_per_1m, price_source=f"{p.source} ({p.date})")
+                row.update(
+                    provider=row["provider"] or p.provider,
+                    input_per_1m_usd=p.input_per_1m,
+                    output_per_1m_usd=p.output_per_1m,
+                    price_source=f"{p.source} ({p.date})",
+                )
         rows.append(row)
     out = pd.DataFrame(rows)
     return out.sort_values("quality", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def overview_of(source: str) -> pd.DataFrame:
+    """:func:`model_overview` of a task set with the repo's prices (cached per source and file stamp)."""
+    return _overview_cached(source, _stamp(source))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _overview_cached(source: str, stamp: float) -> pd.DataFrame:
+    return model_overview(load_table(source), load_prices())
 
 
 def category_counts(table: OutcomeTable) -> pd.Series:
@@ -377,13 +443,17 @@ class CompareSettings:
         from evals.experiment import config_from_dict
 
         raw: dict[str, Any] = {
-            "dataset": {"source": source, **({"models": list(self.models)} if self.models else {}),
-                        **({"max_samples": self.max_samples} if self.max_samples else {})},
+            "dataset": {
+                "source": source,
+                **({"models": list(self.models)} if self.models else {}),
+                **({"max_samples": self.max_samples} if self.max_samples else {}),
+            },
             "split": {"fractions": list(SPLIT_FRACTIONS), "seed": self.split_seed},
             "evaluation": {"n_points": self.n_points, "margin": self.margin, "n_resamples": self.n_resamples},
             "target": {"kind": "parity", "value": self.margin},
-            "routers": [{"name": s["name"], "params": s.get("params") or {}, "label": spec_label(s)}
-                        for s in specs],
+            "routers": [
+                {"name": s["name"], "params": s.get("params") or {}, "label": spec_label(s)} for s in specs
+            ],
         }
         if name:
             raw["name"] = name
@@ -395,12 +465,15 @@ def prepared_table(source: str, settings: CompareSettings) -> OutcomeTable:
 
     Mirrors :func:`evals.experiment.load_table`, but starts from this process's cached table.
     """
-    return _prepared_cached(source, _stamp(source), settings.models, settings.max_samples, settings.split_seed)
+    return _prepared_cached(
+        source, _stamp(source), settings.models, settings.max_samples, settings.split_seed
+    )
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _prepared_cached(source: str, stamp: float, models: tuple[str, ...] | None, max_samples: int | None,
-                     seed: int) -> OutcomeTable:
+def _prepared_cached(
+    source: str, stamp: float, models: tuple[str, ...] | None, max_samples: int | None, seed: int
+) -> OutcomeTable:
     table = load_table(source)
     if models:
         table = table.select(models=list(models))
@@ -447,12 +520,17 @@ def combine(results: list[Any], source: str, settings: CompareSettings) -> Any:
         raise ValueError("nothing to combine")
     specs = [r.routers[0].spec for r in results]
     config = settings.config(source, specs, name=f"app-{results[0].dataset}")
-    return dataclasses.replace(results[0], config=config, routers=[r.routers[0] for r in results],
-                               seconds=float(sum(r.seconds for r in results)))
+    return dataclasses.replace(
+        results[0],
+        config=config,
+        routers=[r.routers[0] for r in results],
+        seconds=float(sum(r.seconds for r in results)),
+    )
 
 
-def run_compare(source: str, specs: list[dict[str, Any]], settings: CompareSettings,
-                progress: Any = None) -> Any:
+def run_compare(
+    source: str, specs: list[dict[str, Any]], settings: CompareSettings, progress: Any = None
+) -> Any:
     """Evaluate several routers (each cached on its own), telling ``progress(done, total, label)``.
 
     Returns:
@@ -469,7 +547,9 @@ def run_compare(source: str, specs: list[dict[str, Any]], settings: CompareSetti
 
 
 # ---------------------------------------------------------------------------------------------- figures
-def point_table(source: str, spec: dict[str, Any], settings: CompareSettings, max_points: int = 80) -> pd.DataFrame:
+def point_table(
+    source: str, spec: dict[str, Any], settings: CompareSettings, max_points: int = 80
+) -> pd.DataFrame:
     """A router's distinct operating points on test with a paired 95% interval of quality (cached).
 
     Columns: ``lam, cost_per_1k, quality, q_low, q_high, n, split`` (top models' traffic shares as text),
@@ -479,7 +559,9 @@ def point_table(source: str, spec: dict[str, Any], settings: CompareSettings, ma
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _points_cached(source: str, stamp: float, key: str, settings: CompareSettings, max_points: int) -> pd.DataFrame:
+def _points_cached(
+    source: str, stamp: float, key: str, settings: CompareSettings, max_points: int
+) -> pd.DataFrame:
     from evals import stats
 
     result = _evaluate_cached(source, stamp, key, settings)
@@ -502,8 +584,17 @@ def _points_cached(source: str, stamp: float, key: str, settings: CompareSetting
     for row in share:
         top = np.argsort(-row)[:3]
         split.append(", ".join(f"{models[j]} {row[j]:.0%}" for j in top if row[j] > 0.005))
-    out = pd.DataFrame({"lam": lams, "cost_per_1k": curve.cost_per_1k[idx], "quality": curve.quality[idx],
-                        "q_low": lo, "q_high": hi, "n": n, "split": split})
+    out = pd.DataFrame(
+        {
+            "lam": lams,
+            "cost_per_1k": curve.cost_per_1k[idx],
+            "quality": curve.quality[idx],
+            "q_low": lo,
+            "q_high": hi,
+            "n": n,
+            "split": split,
+        }
+    )
     for j, m in enumerate(models):
         out[f"share_{m}"] = share[:, j]
     return out
@@ -519,15 +610,26 @@ def _singles_cached(source: str, stamp: float, settings: CompareSettings) -> pd.
     from evals import stats
 
     config = settings.config(source, [{"name": "single"}])
-    test = prepared_table(source, settings).split(config.fractions, random_state=config.split_seed,
-                                                  stratify=config.stratify).test
+    test = (
+        prepared_table(source, settings)
+        .split(config.fractions, random_state=config.split_seed, stratify=config.stratify)
+        .test
+    )
     q, c = test.quality, test.cost
     W = stats.resample_counts(q.shape[0], settings.n_resamples, 0)
     rows = []
     for j, m in enumerate(test.models):
         iv = stats.mean_interval(q[:, j], W)
-        rows.append({"model": m, "cost_per_1k": float(c[:, j].mean() * 1000.0), "quality": iv.value,
-                     "q_low": iv.low, "q_high": iv.high, "n": iv.n})
+        rows.append(
+            {
+                "model": m,
+                "cost_per_1k": float(c[:, j].mean() * 1000.0),
+                "quality": iv.value,
+                "q_low": iv.low,
+                "q_high": iv.high,
+                "n": iv.n,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -536,19 +638,21 @@ def ranking_frame(result: Any) -> pd.DataFrame:
     rows = []
     for r in result.routers:
         p, ci = r.parity, r.parity_ci
-        rows.append({
-            "router": r.label,
-            "savings_at_parity_%": None if p is None else 100 * p.savings,
-            "ci_low_%": None if ci.low is None else 100 * ci.low,
-            "ci_high_%": None if ci.high is None else 100 * ci.high,
-            "reached_in_%_of_resamples": 100 * r.parity_reach,
-            "quality_at_parity": None if p is None else p.quality,
-            "cost_per_1k_at_parity": None if p is None else p.cost,
-            "savings_at_95%_quality_%": None if r.at95 is None else 100 * r.at95.savings,
-            "savings_at_99%_quality_%": None if r.at99 is None else 100 * r.at99.savings,
-            "aiq": r.aiq,
-            "n": ci.n,
-        })
+        rows.append(
+            {
+                "router": r.label,
+                "savings_at_parity_%": None if p is None else 100 * p.savings,
+                "ci_low_%": None if ci.low is None else 100 * ci.low,
+                "ci_high_%": None if ci.high is None else 100 * ci.high,
+                "reached_in_%_of_resamples": 100 * r.parity_reach,
+                "quality_at_parity": None if p is None else p.quality,
+                "cost_per_1k_at_parity": None if p is None else p.cost,
+                "savings_at_95%_quality_%": None if r.at95 is None else 100 * r.at95.savings,
+                "savings_at_99%_quality_%": None if r.at99 is None else 100 * r.at99.savings,
+                "aiq": r.aiq,
+                "n": ci.n,
+            }
+        )
     out = pd.DataFrame(rows)
     key = out["savings_at_parity_%"].astype(float).fillna(-np.inf)
     return out.iloc[np.argsort(-key.to_numpy(), kind="stable")].reset_index(drop=True)
@@ -570,55 +674,117 @@ def frontier_figure(result: Any, points: dict[str, pd.DataFrame], singles: pd.Da
     est = " (ESTIMATED)" if result.cost_estimated else ""
     fig = go.Figure()
     palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-    fig.add_trace(go.Scatter(
-        x=singles["cost_per_1k"], y=singles["quality"], mode="markers+text", name="single models",
-        text=singles["model"], textposition="top center", textfont={"size": 9},
-        marker={"symbol": "diamond", "size": 9, "color": "#616161"},
-        error_y={"type": "data", "symmetric": False, "array": singles["q_high"] - singles["quality"],
-                 "arrayminus": singles["quality"] - singles["q_low"], "thickness": 1, "width": 3},
-        customdata=singles[["model", "q_low", "q_high", "n"]].to_numpy(),
-        hovertemplate="<b>%{customdata[0]}</b><br>$%{x:.4f} per 1k requests" + est
-        + "<br>quality %{y:.3f} [%{customdata[1]:.3f}, %{customdata[2]:.3f}] (95% CI, n=%{customdata[3]})"
-        "<extra>single model</extra>",
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=singles["cost_per_1k"],
+            y=singles["quality"],
+            mode="markers+text",
+            name="single models",
+            text=singles["model"],
+            textposition="top center",
+            textfont={"size": 9},
+            marker={"symbol": "diamond", "size": 9, "color": "#616161"},
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": singles["q_high"] - singles["quality"],
+                "arrayminus": singles["quality"] - singles["q_low"],
+                "thickness": 1,
+                "width": 3,
+            },
+            customdata=singles[["model", "q_low", "q_high", "n"]].to_numpy(),
+            hovertemplate="<b>%{customdata[0]}</b><br>$%{x:.4f} per 1k requests"
+            + est
+            + "<br>quality %{y:.3f} [%{customdata[1]:.3f}, %{customdata[2]:.3f}] (95% CI, n=%{customdata[3]})"
+            "<extra>single model</extra>",
+        )
+    )
     rnd = fr.random
-    fig.add_trace(go.Scatter(x=rnd.cost_per_1k, y=rnd.quality, mode="lines", name="random mix",
-                             line={"color": "grey", "dash": "dashdot", "width": 1}, hoverinfo="skip"))
+    fig.add_trace(
+        go.Scatter(
+            x=rnd.cost_per_1k,
+            y=rnd.quality,
+            mode="lines",
+            name="random mix",
+            line={"color": "grey", "dash": "dashdot", "width": 1},
+            hoverinfo="skip",
+        )
+    )
     o = fr.oracle
-    fig.add_trace(go.Scatter(x=o.cost_per_1k, y=o.quality, mode="lines", name="oracle",
-                             line={"dash": "dot", "color": "black", "width": 1},
-                             hovertemplate="oracle<br>$%{x:.4f} per 1k<br>quality %{y:.3f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=o.cost_per_1k[-1:], y=o.quality[-1:], mode="markers", name="oracle point",
-                             marker={"symbol": "star", "size": 13, "color": "black"},
-                             hovertemplate="oracle<br>$%{x:.4f} per 1k<br>quality %{y:.3f}<extra></extra>"))
+    fig.add_trace(
+        go.Scatter(
+            x=o.cost_per_1k,
+            y=o.quality,
+            mode="lines",
+            name="oracle",
+            line={"dash": "dot", "color": "black", "width": 1},
+            hovertemplate="oracle<br>$%{x:.4f} per 1k<br>quality %{y:.3f}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=o.cost_per_1k[-1:],
+            y=o.quality[-1:],
+            mode="markers",
+            name="oracle point",
+            marker={"symbol": "star", "size": 13, "color": "black"},
+            hovertemplate="oracle<br>$%{x:.4f} per 1k<br>quality %{y:.3f}<extra></extra>",
+        )
+    )
     best = result.best_single
-    fig.add_hline(y=best["quality"] - result.config.margin, line={"dash": "dot", "color": "#c62828", "width": 1},
-                  annotation_text=f"parity: {best['name']} - {result.config.margin:g}",
-                  annotation_position="bottom right")
+    fig.add_hline(
+        y=best["quality"] - result.config.margin,
+        line={"dash": "dot", "color": "#c62828", "width": 1},
+        annotation_text=f"parity: {best['name']} - {result.config.margin:g}",
+        annotation_position="bottom right",
+    )
     for i, r in enumerate(result.routers):
         pts = points[r.label]
         color = palette[i % len(palette)]
         hc, hq = nondecreasing_hull(r.frontier.router.cost_per_1k, r.frontier.router.quality)
-        fig.add_trace(go.Scatter(x=hc, y=hq, mode="lines", name=f"{r.label} hull", legendgroup=r.label,
-                                 showlegend=False, line={"color": color, "dash": "dash", "width": 1},
-                                 hoverinfo="skip"))
-        fig.add_trace(go.Scatter(
-            x=pts["cost_per_1k"], y=pts["quality"], mode="lines+markers", name=r.label, legendgroup=r.label,
-            marker={"size": 4}, line={"color": color},
-            customdata=pts[["lam", "q_low", "q_high", "n", "split"]].to_numpy(),
-            hovertemplate=f"<b>{r.label}</b><br>operating point lam=%{{customdata[0]:.3g}} $/request per +1 quality"
-            "<br>$%{x:.4f} per 1k requests" + est
-            + "<br>quality %{y:.3f} [%{customdata[1]:.3f}, %{customdata[2]:.3f}] (95% CI, n=%{customdata[3]})"
-            "<br>traffic: %{customdata[4]}<extra></extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=hc,
+                y=hq,
+                mode="lines",
+                name=f"{r.label} hull",
+                legendgroup=r.label,
+                showlegend=False,
+                line={"color": color, "dash": "dash", "width": 1},
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=pts["cost_per_1k"],
+                y=pts["quality"],
+                mode="lines+markers",
+                name=r.label,
+                legendgroup=r.label,
+                marker={"size": 4},
+                line={"color": color},
+                customdata=pts[["lam", "q_low", "q_high", "n", "split"]].to_numpy(),
+                hovertemplate=f"<b>{r.label}</b><br>operating point lam=%{{customdata[0]:.3g}} "
+                "$/request per +1 quality"
+                "<br>$%{x:.4f} per 1k requests"
+                + est
+                + "<br>quality %{y:.3f} [%{customdata[1]:.3f}, %{customdata[2]:.3f}] "
+                "(95% CI, n=%{customdata[3]})"
+                "<br>traffic: %{customdata[4]}<extra></extra>",
+            )
+        )
     costs = np.concatenate([singles["cost_per_1k"].to_numpy(), o.cost_per_1k])
     pos = costs[costs > 0]
     log_x = len(pos) > 0 and pos.max() / pos.min() > 20
     fig.update_layout(
         xaxis_title=f"$ per 1,000 requests{est}" + (" (log scale)" if log_x else ""),
         yaxis_title=f"mean quality on the test split (n = {fr.n_samples})",
-        xaxis_type="log" if log_x else "linear", height=560, template="plotly_white", margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0},
+        xaxis_type="log" if log_x else "linear",
+        height=600,
+        template="plotly_white",
+        margin={"l": 10, "r": 10, "t": 20, "b": 10},
+        # Below the plot, so it never hides the toolbar or the curves.
+        legend={"orientation": "h", "yanchor": "top", "y": -0.14, "x": 0},
         hovermode="closest",
     )
     return fig
@@ -655,12 +821,15 @@ def test_table(source: str, settings: CompareSettings) -> OutcomeTable:
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _test_cached(source: str, stamp: float, settings: CompareSettings) -> OutcomeTable:
     config = settings.config(source, [{"name": "single"}])
-    return prepared_table(source, settings).split(config.fractions, random_state=config.split_seed,
-                                                  stratify=config.stratify).test
+    return (
+        prepared_table(source, settings)
+        .split(config.fractions, random_state=config.split_seed, stratify=config.stratify)
+        .test
+    )
 
 
 def operating_lam(router_result: Any, point: str) -> float:
-    """The operating point of a router result: ``calibrated`` (chosen on validation) or ``parity`` (on test)."""
+    """A router result's operating point: ``calibrated`` (chosen on validation) or ``parity`` (on test)."""
     if point == "parity" and router_result.parity is not None:
         return float(router_result.frontier.router.lam[router_result.parity.index])
     return float(router_result.calibrated.lam)
@@ -680,9 +849,16 @@ def decisions(result: Any, test: OutcomeTable, point: str = "calibrated") -> pd.
     best = list(models).index(result.best_single["name"])
     oc = oracle_choice(Q, C)
     rows = np.arange(len(oc))
-    out = pd.DataFrame({"sample_id": t.sample_ids, "category": t.categories, "prompt": t.prompts,
-                        "best_model_score": Q[:, best], "oracle_model": np.asarray(models, dtype=object)[oc],
-                        "oracle_score": Q[rows, oc]})
+    out = pd.DataFrame(
+        {
+            "sample_id": t.sample_ids,
+            "category": t.categories,
+            "prompt": t.prompts,
+            "best_model_score": Q[:, best],
+            "oracle_model": np.asarray(models, dtype=object)[oc],
+            "oracle_score": Q[rows, oc],
+        }
+    )
     for r in result.routers:
         choice, cost, score = r.frontier.policy.outcomes(operating_lam(r, point))
         out[f"{r.label}: model"] = np.asarray(models, dtype=object)[choice]
@@ -735,20 +911,30 @@ def list_experiments() -> pd.DataFrame:
 def list_evaluations(experiment_id: str, max_results: int = 200) -> pd.DataFrame:
     """The evaluation (parent) runs of an experiment, newest first, with their key params and metrics."""
     runs = _client().search_runs(
-        [experiment_id], filter_string="tags.`routelab.kind` = 'evaluation'", max_results=max_results,
+        [experiment_id],
+        filter_string="tags.`routelab.kind` = 'evaluation'",
+        max_results=max_results,
         order_by=["attributes.start_time DESC"],
     )
     rows = []
     for r in runs:
         p, m = r.data.params, r.data.metrics
-        rows.append({
-            "run_id": r.info.run_id, "run_name": r.info.run_name or "",
-            "started": pd.Timestamp(r.info.start_time, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M:%S"),
-            "status": r.info.status, "routers": p.get("routers", ""), "source": p.get("source", ""),
-            "n_test": m.get("n_test"), "best_single_quality": m.get("best_single_quality"),
-            "oracle_quality": m.get("oracle_quality"), "margin": p.get("margin", ""),
-            "split.seed": p.get("split.seed", ""), "cost_estimated": p.get("cost_estimated", ""),
-        })
+        rows.append(
+            {
+                "run_id": r.info.run_id,
+                "run_name": r.info.run_name or "",
+                "started": pd.Timestamp(r.info.start_time, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M:%S"),
+                "status": r.info.status,
+                "routers": p.get("routers", ""),
+                "source": p.get("source", ""),
+                "n_test": m.get("n_test"),
+                "best_single_quality": m.get("best_single_quality"),
+                "oracle_quality": m.get("oracle_quality"),
+                "margin": p.get("margin", ""),
+                "split.seed": p.get("split.seed", ""),
+                "cost_estimated": p.get("cost_estimated", ""),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -760,11 +946,16 @@ def router_runs(parent_ids: list[str]) -> pd.DataFrame:
     rows = []
     for pid in parent_ids:
         parent = client.get_run(pid)
-        children = client.search_runs([parent.info.experiment_id],
-                                      filter_string=f"tags.mlflow.parentRunId = '{pid}'")
+        children = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'"
+        )
         for r in children:
-            row = {"evaluation": parent.info.run_name or pid[:8], "parent_run_id": pid, "run_id": r.info.run_id,
-                   "router": r.data.params.get("label", r.info.run_name)}
+            row = {
+                "evaluation": parent.info.run_name or pid[:8],
+                "parent_run_id": pid,
+                "run_id": r.info.run_id,
+                "router": r.data.params.get("label", r.info.run_name),
+            }
             row.update({f"param.{k}": v for k, v in sorted(r.data.params.items()) if k not in ("label",)})
             row.update(dict(sorted(r.data.metrics.items())))
             rows.append(row)
@@ -777,8 +968,9 @@ def run_frontier(run_id: str) -> pd.DataFrame:
     import mlflow
 
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="frontier/frontier.csv",
-                                                   tracking_uri=tracking_uri())
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="frontier/frontier.csv", tracking_uri=tracking_uri()
+        )
     except Exception:  # noqa: BLE001 - a run without that artifact (or an unreachable store)
         return pd.DataFrame()
     return pd.read_csv(path)
@@ -791,22 +983,42 @@ def overlay_figure(curves: dict[str, pd.DataFrame]) -> Any:
     fig = go.Figure()
     for label, frame in curves.items():
         f = frame[frame["kind"] == "router"]
-        fig.add_trace(go.Scatter(x=f["cost_per_1k"], y=f["quality"], mode="lines+markers", name=label,
-                                 marker={"size": 3}, customdata=f[["lam"]].to_numpy(),
-                                 hovertemplate=f"<b>{label}</b><br>lam=%{{customdata[0]:.3g}}<br>"
-                                 "$%{x:.4f} per 1k<br>quality %{y:.3f}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=f["cost_per_1k"],
+                y=f["quality"],
+                mode="lines+markers",
+                name=label,
+                marker={"size": 3},
+                customdata=f[["lam"]].to_numpy(),
+                hovertemplate=f"<b>{label}</b><br>lam=%{{customdata[0]:.3g}}<br>"
+                "$%{x:.4f} per 1k<br>quality %{y:.3f}<extra></extra>",
+            )
+        )
     first = next(iter(curves.values()), None)
     if first is not None:
         s = first[first["kind"] == "single"]
-        fig.add_trace(go.Scatter(x=s["cost_per_1k"], y=s["quality"], mode="markers", name="single models",
-                                 text=s["curve"], marker={"symbol": "diamond", "color": "#616161"},
-                                 hovertemplate="%{text}<br>$%{x:.4f} per 1k<br>quality %{y:.3f}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=s["cost_per_1k"],
+                y=s["quality"],
+                mode="markers",
+                name="single models",
+                text=s["curve"],
+                marker={"symbol": "diamond", "color": "#616161"},
+                hovertemplate="%{text}<br>$%{x:.4f} per 1k<br>quality %{y:.3f}<extra></extra>",
+            )
+        )
         est = bool(first["cost_estimated"].any()) if "cost_estimated" in first else False
     else:
         est = False
-    fig.update_layout(xaxis_title="$ per 1,000 requests" + (" (ESTIMATED)" if est else ""),
-                      yaxis_title="mean quality (test split)", template="plotly_white", height=520,
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0})
+    fig.update_layout(
+        xaxis_title="$ per 1,000 requests" + (" (ESTIMATED)" if est else ""),
+        yaxis_title="mean quality (test split)",
+        template="plotly_white",
+        height=520,
+        legend={"orientation": "h", "yanchor": "top", "y": -0.14, "x": 0},
+    )
     return fig
 
 
@@ -828,9 +1040,14 @@ def point_summary(result: Any, router_result: Any, lam: float, n_resamples: int 
     W = stats.resample_counts(len(score), n_resamples, 0)
     iv = stats.point_intervals(cost, score, t.cost[:, best], t.quality[:, best], W)
     share = np.bincount(choice, minlength=len(fr.models)) / len(choice)
-    out: dict[str, Any] = {"task_set": result.dataset, "router": router_result.label, "lam": float(lam),
-                           "n_test_samples": int(len(score)), "reference_model": result.best_single["name"],
-                           "cost_estimated": bool(result.cost_estimated)}
+    out: dict[str, Any] = {
+        "task_set": result.dataset,
+        "router": router_result.label,
+        "lam": float(lam),
+        "n_test_samples": int(len(score)),
+        "reference_model": result.best_single["name"],
+        "cost_estimated": bool(result.cost_estimated),
+    }
     for key, interval in iv.items():
         out[key] = interval.value
         out[f"{key}_ci"] = [interval.low, interval.high]
@@ -840,9 +1057,14 @@ def point_summary(result: Any, router_result: Any, lam: float, n_resamples: int 
 
 def _settings_of(result: Any) -> CompareSettings:
     cfg = result.config
-    return CompareSettings(models=tuple(cfg.models) if cfg.models else None, max_samples=cfg.max_samples,
-                           split_seed=cfg.split_seed, margin=cfg.margin, n_points=cfg.n_points,
-                           n_resamples=cfg.n_resamples)
+    return CompareSettings(
+        models=tuple(cfg.models) if cfg.models else None,
+        max_samples=cfg.max_samples,
+        split_seed=cfg.split_seed,
+        margin=cfg.margin,
+        n_points=cfg.n_points,
+        n_resamples=cfg.n_resamples,
+    )
 
 
 def settings_from_run(parent_run_id: str) -> tuple[str, CompareSettings]:
@@ -863,7 +1085,8 @@ def settings_from_run(parent_run_id: str) -> tuple[str, CompareSettings]:
     if models is not None and tuple(load_table(source).models) == models:
         models = None
     return source, CompareSettings(
-        models=models, split_seed=int(json.loads(params.get("split.seed", "0"))),
+        models=models,
+        split_seed=int(json.loads(params.get("split.seed", "0"))),
         margin=float(json.loads(params.get("margin", "0.005"))),
         n_points=int(json.loads(params.get("n_points", "200"))),
         n_resamples=int(json.loads(params.get("n_resamples", "1000"))),
@@ -885,9 +1108,9 @@ def spec_from_run(run_id: str) -> dict[str, Any]:
             out.update(json.loads(v) or {})
         elif k.startswith("params."):
             try:
-                out[k[len("params."):]] = json.loads(v)
+                out[k[len("params.") :]] = json.loads(v)
             except json.JSONDecodeError:
-                out[k[len("params."):]] = v
+                out[k[len("params.") :]] = v
     return {"name": params["router"], "params": out}
 
 
@@ -908,8 +1131,9 @@ def _fitted_cached(source: str, stamp: float, key: str, settings: CompareSetting
     from routers.registry import make_router
 
     config = settings.config(source, [json.loads(key)])
-    split = prepared_table(source, settings).split(config.fractions, random_state=config.split_seed,
-                                                   stratify=config.stratify)
+    split = prepared_table(source, settings).split(
+        config.fractions, random_state=config.split_seed, stratify=config.stratify
+    )
     return make_router(json.loads(key)).fit(split.train)
 
 
@@ -931,6 +1155,12 @@ def export(router_result: Any, result: Any, lam: float, out_dir: str, overwrite:
             f"refitting {router_result.label} did not reproduce the measured decisions on "
             f"{int((measured != again).sum())} of {len(measured)} test prompts; not exporting"
         )
-    return export_router(router, out_dir, lam=float(lam), table_card=result.table.card,
-                         prices=load_prices(), measurement=point_summary(result, router_result, lam),
-                         overwrite=overwrite)
+    return export_router(
+        router,
+        out_dir,
+        lam=float(lam),
+        table_card=result.table.card,
+        prices=load_prices(),
+        measurement=point_summary(result, router_result, lam),
+        overwrite=overwrite,
+    )

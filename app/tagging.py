@@ -54,8 +54,10 @@ def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
             if i == len(lines):  # only the very last line may be half-written
                 continue
             raise SchemaError(f"{path}:{i}: not a JSON object") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not isinstance(
-            rec.get("category"), str
+        if (
+            not isinstance(rec, dict)
+            or not isinstance(rec.get("prompt"), str)
+            or not isinstance(rec.get("category"), str)
         ):
             raise SchemaError(f"{path}:{i}: a tag line needs string fields 'prompt' and 'category'")
         tags[rec["prompt"]] = rec["category"]
@@ -79,8 +81,12 @@ class TagStore:
             raise SchemaError("a tag needs a non-empty prompt")
         if not isinstance(category, str) or not category.strip():
             raise SchemaError("a tag needs a non-empty category")
-        rec = {"prompt": prompt, "category": category.strip(),
-               "tagged_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), **extra}
+        rec = {
+            "prompt": prompt,
+            "category": category.strip(),
+            "tagged_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **extra,
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(rec, ensure_ascii=False) + "\n"
         # One write of a whole line in append mode, then fsync: a crash leaves at most a partial last line,
@@ -126,11 +132,15 @@ def read_prompt_log(name: str, data: bytes, column: str | None = None) -> pd.Dat
         elif suffix == ".json":
             frame = pd.read_json(io.BytesIO(data), dtype=False)
         else:
-            raise SchemaError(f"{name}: unsupported prompt-log type {suffix or '(none)'!r}; use .csv or .jsonl")
+            raise SchemaError(
+                f"{name}: unsupported prompt-log type {suffix or '(none)'!r}; use .csv or .jsonl"
+            )
     except SchemaError:
         raise
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise SchemaError(f"{name}: could not be parsed as {suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
+        raise SchemaError(
+            f"{name}: could not be parsed as {suffix[1:].upper()} ({str(exc).splitlines()[0]})"
+        ) from None
     if column is None:
         column = next((c for c in _PROMPT_COLUMNS if c in frame.columns), None)
         if column is None:
@@ -141,7 +151,9 @@ def read_prompt_log(name: str, data: bytes, column: str | None = None) -> pd.Dat
     elif column not in frame.columns:
         raise SchemaError(f"{name}: no column {column!r}; found {', '.join(map(str, frame.columns))}")
     frame = frame.rename(columns={column: "prompt"})
-    frame["prompt"] = frame["prompt"].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
+    frame["prompt"] = frame["prompt"].map(
+        lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v)
+    )
     frame = frame[frame["prompt"].str.strip().ne("")].drop_duplicates("prompt").reset_index(drop=True)
     if frame.empty:
         raise SchemaError(f"{name}: column {column!r} has no non-empty prompts")

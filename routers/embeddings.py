@@ -376,7 +376,8 @@ def embed(
         if v is None and k not in missing:
             missing[k] = t
     if missing:
-        miss_keys = list(missing)
+        # Longest first: batches of similar length waste little on padding (and memory peaks early).
+        miss_keys = sorted(missing, key=lambda k: -len(missing[k]))
         fresh: dict[bytes, np.ndarray] = {}
 
         def store(chunk_keys: list[bytes], vectors: np.ndarray) -> None:

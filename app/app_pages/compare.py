@@ -18,13 +18,16 @@ except WorkbenchError as exc:
     st.error(f"**Could not load task set**: {exc}")
     st.stop()
 st.caption(
-    f"Task set **{table.card.name}**: {table.n_samples:,} samples x {table.n_models} models. Routers are fitted "
-    f"on {services.SPLIT_FRACTIONS[0]:.0%} of the samples and measured on a held-out {services.SPLIT_FRACTIONS[2]:.0%} "
+    f"Task set **{table.card.name}**: {table.n_samples:,} samples x {table.n_models} models. Routers are "
+    f"fitted on {services.SPLIT_FRACTIONS[0]:.0%} of the samples and measured on a held-out "
+    f"{services.SPLIT_FRACTIONS[2]:.0%} "
     "(the same split and metrics as `routelab eval`)."
 )
 if table.cost_estimated:
-    st.warning("Costs in this task set are **ESTIMATED** (not billed usage); so are the savings below.",
-               icon=":material/warning:")
+    st.warning(
+        "Costs in this task set are **ESTIMATED** (not billed usage); so are the savings below.",
+        icon=":material/warning:",
+    )
 
 
 def _param_widget(router: str, param: str, default: Any, models: tuple[str, ...]) -> Any:
@@ -41,8 +44,9 @@ def _param_widget(router: str, param: str, default: Any, models: tuple[str, ...]
         return None if picked == "(default)" else picked
     if isinstance(default, str):
         return st.text_input(param, default, key=key)
-    text = st.text_input(f"{param} (JSON; empty = default)", "" if default is None else json.dumps(default),
-                         key=key)
+    text = st.text_input(
+        f"{param} (JSON; empty = default)", "" if default is None else json.dumps(default), key=key
+    )
     if not text.strip():
         return default
     try:
@@ -54,16 +58,26 @@ def _param_widget(router: str, param: str, default: Any, models: tuple[str, ...]
 # ------------------------------------------------------------------------------------------ choose routers
 names = [n for n in services.router_names() if n != "oracle"]  # the oracle is drawn as a reference anyway
 defaults = [n for n in services.default_routers() if n in names]
-chosen = st.multiselect("Routers", names, default=defaults, key="cmp_routers",
-                        help="Every registered router. The oracle, single models and a random mix are always drawn.")
+chosen = st.multiselect(
+    "Routers",
+    names,
+    default=defaults,
+    key="cmp_routers",
+    help="Every registered router. The oracle, single models and a random mix are always drawn.",
+)
 
 with st.expander("Settings: models, samples, split, parity margin", expanded=False):
     models = st.multiselect("Models", list(table.models), default=list(table.models), key="cmp_models")
     c1, c2, c3, c4 = st.columns(4)
-    max_samples = int(c1.number_input("Max samples (0 = all)", 0, table.n_samples, 0, step=500, key="cmp_max"))
+    max_samples = int(
+        c1.number_input("Max samples (0 = all)", 0, table.n_samples, 0, step=500, key="cmp_max")
+    )
     seed = int(c2.number_input("Split seed", 0, 10**6, 0, key="cmp_seed"))
-    margin = float(c3.number_input("Parity margin (quality points)", 0.0, 0.2, 0.005, step=0.001, format="%.3f",
-                                   key="cmp_margin"))
+    margin = float(
+        c3.number_input(
+            "Parity margin (quality points)", 0.0, 0.2, 0.005, step=0.001, format="%.3f", key="cmp_margin"
+        )
+    )
     n_resamples = int(c4.number_input("Bootstrap resamples", 100, 5000, 1000, step=100, key="cmp_resamples"))
     log_runs = st.checkbox("Log each run to MLflow (like `routelab eval`)", True, key="cmp_log")
 
@@ -79,7 +93,10 @@ if len(models) < 2:
     st.stop()
 settings = services.CompareSettings(
     models=None if list(models) == list(table.models) else tuple(models),
-    max_samples=max_samples or None, split_seed=seed, margin=margin, n_resamples=n_resamples,
+    max_samples=max_samples or None,
+    split_seed=seed,
+    margin=margin,
+    n_resamples=n_resamples,
 )
 
 # ------------------------------------------------------------------------------------------ run
@@ -87,8 +104,10 @@ if st.button("Run comparison", type="primary", key="cmp_run", disabled=not specs
     bar = st.progress(0.0, text="Starting...")
 
     def _progress(done: int, total: int, label: str) -> None:
-        bar.progress(done / max(total, 1), text=f"{label} ({done}/{total}): fitting on train, sweeping test"
-                     if done < total else "Done")
+        bar.progress(
+            done / max(total, 1),
+            text=f"{label} ({done}/{total}): fitting on train, sweeping test" if done < total else "Done",
+        )
 
     try:
         result = services.run_compare(source, specs, settings, progress=_progress)
@@ -116,8 +135,9 @@ best = result.best_single
 st.markdown(
     f"Test split: **n = {result.n_test:,}** samples (train {result.n_train:,}, validation "
     f"{result.n_validation:,}). Best single model **{best['name']}**: quality {best['quality']:.3f} "
-    f"[{best['quality_ci']['low']:.3f}, {best['quality_ci']['high']:.3f}] at ${best['cost_per_1k']:.4f} per 1k "
-    f"requests{' (ESTIMATED)' if result.cost_estimated else ''}; oracle quality {result.oracle['quality']:.3f}."
+    f"[{best['quality_ci']['low']:.3f}, {best['quality_ci']['high']:.3f}] at ${best['cost_per_1k']:.4f} "
+    f"per 1k requests{' (ESTIMATED)' if result.cost_estimated else ''}; "
+    f"oracle quality {result.oracle['quality']:.3f}."
 )
 if state.get("run_id"):
     st.caption(f"Logged to MLflow run `{state['run_id']}` at {services.tracking_uri()}.")
@@ -128,12 +148,15 @@ with left:
 with right:
     st.subheader("Savings at parity")
     st.caption(
-        f"Share of the best single model's cost saved at the cheapest operating point whose quality is within "
+        "Share of the best single model's cost saved at the cheapest operating point whose quality is within "
         f"{result.config.margin:g} of it, with a paired-bootstrap 95% interval over the n test samples "
         "(the parity point is re-chosen in every resample; no lower bound when parity is often missed)."
     )
     st.dataframe(
-        services.ranking_frame(result), key="cmp_ranking", hide_index=True, width="stretch",
+        services.ranking_frame(result),
+        key="cmp_ranking",
+        hide_index=True,
+        width="stretch",
         column_config={
             "savings_at_parity_%": st.column_config.NumberColumn("savings %", format="%.1f"),
             "ci_low_%": st.column_config.NumberColumn("95% CI low", format="%.1f"),

@@ -18,9 +18,14 @@ test = services.test_table(state["source"], state["settings"])
 labels = [r.label for r in result.routers]
 
 point = st.radio(
-    "Operating point", ["calibrated", "parity"], horizontal=True, key="dd_point",
-    format_func={"calibrated": "calibrated on validation (what you would deploy)",
-                 "parity": "cheapest point at parity on test"}.get,
+    "Operating point",
+    ["calibrated", "parity"],
+    horizontal=True,
+    key="dd_point",
+    format_func={
+        "calibrated": "calibrated on validation (what you would deploy)",
+        "parity": "cheapest point at parity on test",
+    }.get,
 )
 est = " (ESTIMATED)" if result.cost_estimated else ""
 
@@ -33,9 +38,14 @@ st.caption(
     f"({result.best_single['name']}) on the same samples; `savings` = share of its cost saved{est}."
 )
 st.dataframe(
-    cats[cats["router"] == router].drop(columns="router"), hide_index=True, width="stretch", key="dd_categories",
-    column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in
-                   ("quality", "ref_quality", "quality_diff", "oracle_quality", "savings")}
+    cats[cats["router"] == router].drop(columns="router"),
+    hide_index=True,
+    width="stretch",
+    key="dd_categories",
+    column_config={
+        c: st.column_config.NumberColumn(c, format="%.3f")
+        for c in ("quality", "ref_quality", "quality_diff", "oracle_quality", "savings")
+    }
     | {c: st.column_config.NumberColumn(c, format="%.4f") for c in ("cost_per_1k", "ref_cost_per_1k")},
 )
 
@@ -45,7 +55,9 @@ dec = services.decisions(result, test, point)
 c1, c2 = st.columns([1, 2])
 wrong_only = c1.checkbox(f"Only prompts **{router}** got wrong that the best model got right", key="dd_wrong")
 categories = sorted(set(dec["category"]))
-picked_cats = c2.multiselect("Categories", categories, default=[], key="dd_cats", placeholder="all categories")
+picked_cats = c2.multiselect(
+    "Categories", categories, default=[], key="dd_cats", placeholder="all categories"
+)
 view = dec
 if wrong_only:
     view = view[(view[f"{router}: score"] < view["best_model_score"])]
@@ -53,8 +65,13 @@ if picked_cats:
     view = view[view["category"].isin(picked_cats)]
 st.caption(f"{len(view):,} of {len(dec):,} test prompts.")
 shown = view.assign(prompt=view["prompt"].str.slice(0, 160))
-st.dataframe(shown.drop(columns=[c for c in shown.columns if c.endswith(": cost")]), hide_index=True,
-             width="stretch", key="dd_prompts", height=320)
+st.dataframe(
+    shown.drop(columns=[c for c in shown.columns if c.endswith(": cost")]),
+    hide_index=True,
+    width="stretch",
+    key="dd_prompts",
+    height=320,
+)
 
 if len(view):
     sid = st.selectbox("Prompt to inspect", view["sample_id"].astype(str).tolist(), key="dd_sample")
@@ -65,9 +82,17 @@ if len(view):
     if reference:
         st.markdown(f"**Reference answer**: `{reference}`")
     detail = services.sample_detail(test, sid)
-    detail.insert(1, "routed here by", [", ".join(lb for lb in labels if row[f"{lb}: model"] == m) for m in
-                                        detail["model"]])
-    st.dataframe(detail, hide_index=True, width="stretch", key="dd_detail",
-                 column_config={"response": st.column_config.TextColumn("response", width="large")})
+    detail.insert(
+        1,
+        "routed here by",
+        [", ".join(lb for lb in labels if row[f"{lb}: model"] == m) for m in detail["model"]],
+    )
+    st.dataframe(
+        detail,
+        hide_index=True,
+        width="stretch",
+        key="dd_detail",
+        column_config={"response": st.column_config.TextColumn("response", width="large")},
+    )
 else:
     st.success("No prompt matches the filter.")

@@ -9,8 +9,10 @@ from evals.exceptions import WorkbenchError
 
 st.title("Experiments")
 uri = services.tracking_uri()
-st.caption(f"MLflow tracking URI: `{uri}` (set `MLFLOW_TRACKING_URI` to use a tracking server). "
-           "Runs come from `routelab eval` and from the Compare page.")
+st.caption(
+    f"MLflow tracking URI: `{uri}` (set `MLFLOW_TRACKING_URI` to use a tracking server). "
+    "Runs come from `routelab eval` and from the Compare page."
+)
 
 try:
     exps = services.list_experiments()
@@ -26,8 +28,12 @@ try:  # open on the experiment of the task set in use, when it has one
     wanted = f"routelab/{services.load_table(services.current_source()).card.name}"
 except WorkbenchError:
     wanted = ""
-exp_name = st.selectbox("Task set (MLflow experiment)", names,
-                        index=names.index(wanted) if wanted in names else 0, key="exp_experiment")
+exp_name = st.selectbox(
+    "Task set (MLflow experiment)",
+    names,
+    index=names.index(wanted) if wanted in names else 0,
+    key="exp_experiment",
+)
 exp_id = exps.loc[exps["name"] == exp_name, "experiment_id"].iat[0]
 
 try:
@@ -43,8 +49,13 @@ st.subheader("Evaluations")
 st.dataframe(evals_, hide_index=True, width="stretch", key="exp_runs")
 options = evals_["run_id"].tolist()
 labels = {r.run_id: f"{r.run_name} - {r.started} ({r.routers})" for r in evals_.itertuples()}
-picked = st.multiselect("Runs to compare", options, default=options[: min(2, len(options))],
-                        format_func=labels.get, key="exp_pick")
+picked = st.multiselect(
+    "Runs to compare",
+    options,
+    default=options[: min(2, len(options))],
+    format_func=labels.get,
+    key="exp_pick",
+)
 if not picked:
     st.stop()
 
@@ -54,12 +65,29 @@ if children.empty:
     st.stop()
 
 st.subheader("Routers side by side")
-metric_cols = [c for c in ("savings_at_parity", "savings_at_parity_ci_low", "savings_at_parity_ci_high",
-                           "parity_reached_share", "aiq", "test_quality", "test_quality_ci_low",
-                           "test_quality_ci_high", "test_cost_per_1k", "test_savings") if c in children]
+metric_cols = [
+    c
+    for c in (
+        "savings_at_parity",
+        "savings_at_parity_ci_low",
+        "savings_at_parity_ci_high",
+        "parity_reached_share",
+        "aiq",
+        "test_quality",
+        "test_quality_ci_low",
+        "test_quality_ci_high",
+        "test_cost_per_1k",
+        "test_savings",
+    )
+    if c in children
+]
 param_cols = [c for c in children.columns if c.startswith("param.")]
-st.dataframe(children[["evaluation", "router", *metric_cols, *param_cols]], hide_index=True, width="stretch",
-             key="exp_children")
+st.dataframe(
+    children[["evaluation", "router", *metric_cols, *param_cols]],
+    hide_index=True,
+    width="stretch",
+    key="exp_children",
+)
 
 st.subheader("Frontiers overlaid")
 curves = {}

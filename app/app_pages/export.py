@@ -17,8 +17,13 @@ st.markdown(
     "exactly the decisions measured here."
 )
 
-origin = st.radio("Router from", ["comparison", "mlflow"], horizontal=True, key="exp_origin",
-                  format_func={"comparison": "this session's comparison", "mlflow": "an MLflow run"}.get)
+origin = st.radio(
+    "Router from",
+    ["comparison", "mlflow"],
+    horizontal=True,
+    key="exp_origin",
+    format_func={"comparison": "this session's comparison", "mlflow": "an MLflow run"}.get,
+)
 
 result = None
 if origin == "comparison":
@@ -42,12 +47,19 @@ else:
     if runs.empty:
         st.info("No evaluation runs in this experiment.")
         st.stop()
-    parent = st.selectbox("Evaluation run", runs["run_id"].tolist(), key="exp_x_run",
-                          format_func={r.run_id: f"{r.run_name} - {r.started} ({r.routers})"
-                                       for r in runs.itertuples()}.get)
+    parent = st.selectbox(
+        "Evaluation run",
+        runs["run_id"].tolist(),
+        key="exp_x_run",
+        format_func={r.run_id: f"{r.run_name} - {r.started} ({r.routers})" for r in runs.itertuples()}.get,
+    )
     children = services.router_runs([parent])
-    child = st.selectbox("Router run", children["run_id"].tolist(), key="exp_x_child",
-                         format_func=dict(zip(children["run_id"], children["router"], strict=True)).get)
+    child = st.selectbox(
+        "Router run",
+        children["run_id"].tolist(),
+        key="exp_x_child",
+        format_func=dict(zip(children["run_id"], children["router"], strict=True)).get,
+    )
     try:
         source, settings = services.settings_from_run(parent)
         spec = services.spec_from_run(child)
@@ -61,7 +73,8 @@ else:
         same = bool(np.isclose(logged["aiq"], result.routers[0].aiq, rtol=1e-6, atol=1e-9))
         (st.success if same else st.warning)(
             f"Refitted router AIQ {result.routers[0].aiq:.5f} vs logged {logged['aiq']:.5f}: "
-            + ("the same router." if same else "DIFFERENT (data or code changed since the run)."))
+            + ("the same router." if same else "DIFFERENT (data or code changed since the run).")
+        )
 
 exportable = [r for r in result.routers if getattr(services.router_class(r.spec["name"]), "exportable", True)]
 if not exportable:
@@ -72,13 +85,24 @@ label = st.selectbox("Router", labels, key="exp_router")
 rr = exportable[labels.index(label)]
 
 # ------------------------------------------------------------------------------------------ operating point
-kind = st.radio("Operating point", ["calibrated", "parity", "custom"], horizontal=True, key="exp_point",
-                format_func={"calibrated": "calibrated on validation", "parity": "cheapest at parity on test",
-                             "custom": "pick on the frontier"}.get)
+kind = st.radio(
+    "Operating point",
+    ["calibrated", "parity", "custom"],
+    horizontal=True,
+    key="exp_point",
+    format_func={
+        "calibrated": "calibrated on validation",
+        "parity": "cheapest at parity on test",
+        "custom": "pick on the frontier",
+    }.get,
+)
 curve = rr.frontier.router
 if kind == "custom":
     idx = st.select_slider(
-        "Point on the frontier", options=list(range(len(curve))), value=len(curve) // 2, key="exp_custom",
+        "Point on the frontier",
+        options=list(range(len(curve))),
+        value=len(curve) // 2,
+        key="exp_custom",
         format_func=lambda i: f"${curve.cost_per_1k[i]:.4f}/1k, quality {curve.quality[i]:.3f}",
     )
     lam = float(curve.lam[idx])
@@ -93,7 +117,9 @@ est = " (ESTIMATED)" if summary["cost_estimated"] else ""
 
 def _ci(key: str, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
     lo, hi = summary[f"{key}_ci"]
-    f = (lambda x: "—" if x is None else fmt.format(x * scale))
+    def f(x: float | None) -> str:
+        return "—" if x is None else fmt.format(x * scale)
+
     return f"{f(summary[key])} [{f(lo)}, {f(hi)}]"
 
 
@@ -101,8 +127,10 @@ cols = st.columns(3)
 cols[0].metric("Quality (95% CI)", _ci("quality"))
 cols[1].metric(f"$ per 1k requests{est}", _ci("cost_per_1k", fmt="{:.4f}"))
 cols[2].metric(f"Savings vs {summary['reference_model']}", _ci("savings", 100, "{:.1f}%"))
-st.caption(f"lam = {lam:.4g} $/request per +1 quality; n = {summary['n_test_samples']:,} test prompts; traffic: "
-           + ", ".join(f"{m} {s:.0%}" for m, s in sorted(summary["traffic_share"].items(), key=lambda x: -x[1])))
+st.caption(
+    f"lam = {lam:.4g} $/request per +1 quality; n = {summary['n_test_samples']:,} test prompts; traffic: "
+    + ", ".join(f"{m} {s:.0%}" for m, s in sorted(summary["traffic_share"].items(), key=lambda x: -x[1]))
+)
 
 # ------------------------------------------------------------------------------------------ write
 default_dir = str(Path.cwd() / "exports" / f"{rr.spec['name']}-{result.dataset}")
@@ -122,10 +150,16 @@ if written and Path(written).is_dir():
     folder = Path(written)
     st.success(f"Wrote {folder}")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    st.dataframe([{"file": str(p.relative_to(folder)), "bytes": p.stat().st_size} for p in files],
-                 hide_index=True, key="exp_files")
-    st.code(f"from routers.export import load_exported\nrouter = load_exported({str(folder)!r})\n"
-            "router.route(['What is 2 + 2?'])", language="python")
+    st.dataframe(
+        [{"file": str(p.relative_to(folder)), "bytes": p.stat().st_size} for p in files],
+        hide_index=True,
+        key="exp_files",
+    )
+    st.code(
+        f"from routers.export import load_exported\nrouter = load_exported({str(folder)!r})\n"
+        "router.route(['What is 2 + 2?'])",
+        language="python",
+    )
     readme = folder / "README.md"
     if readme.is_file():
         with st.expander("README.md", expanded=True):

@@ -21,7 +21,10 @@ if current not in choices:
 left, right = st.columns([2, 3])
 with left:
     picked = st.selectbox(
-        "Task set", choices, index=choices.index(current), key="start_source",
+        "Task set",
+        choices,
+        index=choices.index(current),
+        key="start_source",
         format_func=services.source_label,
         help="Built-in task sets are read from the public-data folder; no network or API key needed.",
     )
@@ -31,10 +34,11 @@ with left:
 with right:
     upload = st.file_uploader(
         f"...or upload your own outcome file (long format, at most {services.MAX_UPLOAD_MB} MB)",
-        type=["parquet", "csv", "jsonl", "ndjson", "json"], key="start_upload",
+        type=["parquet", "csv", "jsonl", "ndjson", "json"],
+        key="start_upload",
         help="One row per (sample, model). Required columns: sample_id, model, score (0..1), cost_usd. "
-             "Optional: task, category, prompt, reference, provider, response, cost_estimated, input_tokens, "
-             "output_tokens, latency_s, grader.",
+        "Optional: task, category, prompt, reference, provider, response, cost_estimated, input_tokens, "
+        "output_tokens, latency_s, grader.",
     )
     if upload is not None:
         data = upload.getvalue()
@@ -54,7 +58,9 @@ with right:
 try:
     table = services.load_table(current)
 except WorkbenchError as exc:
-    st.error(f"**Could not load task set {services.source_label(current)!r}**: {exc}", icon=":material/error:")
+    st.error(
+        f"**Could not load task set {services.source_label(current)!r}**: {exc}", icon=":material/error:"
+    )
     st.stop()
 
 card = table.card
@@ -67,16 +73,25 @@ cols[3].metric("Costs", "ESTIMATED" if table.cost_estimated else "measured")
 
 if table.cost_estimated:
     st.warning(
-        "**Costs are ESTIMATED**, not measured: " + (card.cost_note or "the source gives no billed usage; costs "
-        "come from text lengths and the price table").rstrip(". ") + ". Savings are only as good as this estimate.",
+        "**Costs are ESTIMATED**, not measured: "
+        + (
+            card.cost_note
+            or "the source gives no billed usage; costs come from text lengths and the price table"
+        ).rstrip(". ")
+        + ". Savings are only as good as this estimate.",
         icon=":material/warning:",
     )
 else:
     st.info("Costs are **measured** (billed usage of each call x the price table).", icon=":material/paid:")
 
 with st.expander("Dataset card", expanded=False):
-    for label, value in (("Source", card.source), ("License", card.license), ("What the task is", card.description),
-                         ("Grading", card.grading), ("Cost", card.cost_note)):
+    for label, value in (
+        ("Source", card.source),
+        ("License", card.license),
+        ("What the task is", card.description),
+        ("Grading", card.grading),
+        ("Cost", card.cost_note),
+    ):
         if value:
             st.markdown(f"**{label}**: {value}")
     if card.extra:
@@ -84,13 +99,17 @@ with st.expander("Dataset card", expanded=False):
 
 # ------------------------------------------------------------------------------------------ the models
 st.subheader("Models")
-overview = services.model_overview(table, services.load_prices())
+overview = services.overview_of(current)
 st.caption(
     f"Mean quality over n samples with a 95% confidence interval; cost per 1,000 requests in US$ "
-    f"({'ESTIMATED' if table.cost_estimated else 'measured'}); list prices per 1M tokens from datasets/prices.csv."
+    f"({'ESTIMATED' if table.cost_estimated else 'measured'}); list prices per 1M tokens from "
+    "datasets/prices.csv."
 )
 st.dataframe(
-    overview, key="start_models", hide_index=True, width="stretch",
+    overview,
+    key="start_models",
+    hide_index=True,
+    width="stretch",
     column_config={
         "quality": st.column_config.NumberColumn("quality", format="%.3f"),
         "ci_low": st.column_config.NumberColumn("95% CI low", format="%.3f"),
@@ -106,4 +125,6 @@ if len(cats) > 1:
     with st.expander(f"Categories ({len(cats)})"):
         st.bar_chart(cats, horizontal=True)
 
-st.page_link("app_pages/compare.py", label="Compare routers on this task set", icon=":material/arrow_forward:")
+st.page_link(
+    "app_pages/compare.py", label="Compare routers on this task set", icon=":material/arrow_forward:"
+)

@@ -17,18 +17,25 @@ st.markdown(
 
 with st.expander("Tag file format", expanded=False):
     st.markdown(
-        "JSON Lines, UTF-8, one tag per line, appended and flushed to disk (fsync) the moment you click, so a "
-        "closed tab loses nothing; opening the same file again resumes. Re-tagging a prompt appends a line and "
+        "JSON Lines, UTF-8, one tag per line, appended and flushed to disk (fsync) the moment you click, so "
+        "a closed tab loses nothing; opening the same file again resumes. Re-tagging a prompt appends a line "
+        "and "
         "the **last line wins**. `prompt` and `category` are required; the rest is informational. It is a "
         "`prompt -> category` mapping: `app.tagging.read_tags(path)` returns it as a dict."
     )
-    st.code('{"prompt": "What is 2+2?", "category": "simple", "tagged_at": "2026-11-30T18:59:01Z", '
-            '"source": "log.csv"}', language="json")
+    st.code(
+        '{"prompt": "What is 2+2?", "category": "simple", "tagged_at": "2026-11-30T18:59:01Z", '
+        '"source": "log.csv"}',
+        language="json",
+    )
 
-log = st.file_uploader("Prompt log (CSV or JSONL with a prompt column)", type=["csv", "jsonl", "ndjson", "json"],
-                       key="tag_log")
+log = st.file_uploader(
+    "Prompt log (CSV or JSONL with a prompt column)", type=["csv", "jsonl", "ndjson", "json"], key="tag_log"
+)
 if log is None:
-    st.info("Upload a prompt log to start. Columns tried for the prompt: " + ", ".join(tagging._PROMPT_COLUMNS))
+    st.info(
+        "Upload a prompt log to start. Columns tried for the prompt: " + ", ".join(tagging._PROMPT_COLUMNS)
+    )
     st.stop()
 
 try:
@@ -44,8 +51,9 @@ n_sample = int(c2.number_input("Sample size", 1, len(prompts), min(100, len(prom
 seed = int(c3.number_input("Seed", 0, 2**31 - 1, 0, key="tag_seed"))
 stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in log.name.rsplit(".", 1)[0]) or "prompts"
 default_path = str(cache_dir() / "tags" / f"{stem}.tags.jsonl")
-tag_path = st.text_input("Tag file (JSONL; created on the first tag, resumed if it exists)", default_path,
-                         key="tag_path")
+tag_path = st.text_input(
+    "Tag file (JSONL; created on the first tag, resumed if it exists)", default_path, key="tag_path"
+)
 if len(labels) < 2:
     st.error("Give at least two labels, separated by commas.")
     st.stop()
@@ -73,12 +81,24 @@ todo = [p for p in sample if p not in store.tags and p not in skipped]
 if todo:
     prompt = todo[0]
     st.subheader(f"Prompt {sample.index(prompt) + 1} of {len(sample)}")
-    st.text_area("Prompt", prompt, height=180, disabled=True, key=f"tag_prompt_{sample.index(prompt)}",
-                 label_visibility="collapsed")
+    st.text_area(
+        "Prompt",
+        prompt,
+        height=180,
+        disabled=True,
+        key=f"tag_prompt_{sample.index(prompt)}",
+        label_visibility="collapsed",
+    )
     buttons = st.columns(len(labels) + 1)
     for col, label in zip(buttons, labels, strict=False):
-        col.button(label, key=f"tag_btn_{label}", on_click=_tag, args=(prompt, label), width="stretch",
-                   type="primary")
+        col.button(
+            label,
+            key=f"tag_btn_{label}",
+            on_click=_tag,
+            args=(prompt, label),
+            width="stretch",
+            type="primary",
+        )
     buttons[-1].button("Skip", key="tag_btn_skip", on_click=skipped.add, args=(prompt,), width="stretch")
 else:
     st.success(f"All {len(sample)} sampled prompts are tagged or skipped." if sample else "Nothing to tag.")
@@ -92,7 +112,14 @@ if store.tags:
     st.write(", ".join(f"**{k}**: {v}" for k, v in sorted(counts.items())) + f" (total {len(store)})")
     st.dataframe(
         [{"prompt": p[:200], "category": c} for p, c in reversed(list(store.tags.items()))],
-        hide_index=True, width="stretch", key="tag_table",
+        hide_index=True,
+        width="stretch",
+        key="tag_table",
     )
-    st.download_button("Download tag file", store.path.read_bytes(), file_name=store.path.name,
-                       mime="application/jsonl", key="tag_download")
+    st.download_button(
+        "Download tag file",
+        store.path.read_bytes(),
+        file_name=store.path.name,
+        mime="application/jsonl",
+        key="tag_download",
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from app_fixtures import make_table  # type: ignore[import-not-found]
 
 

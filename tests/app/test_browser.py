@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from app_fixtures import APP  # type: ignore[import-not-found]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -56,7 +55,10 @@ def app_url(app_env: Path, toy_source: Path):  # noqa: ANN201
     log = open(app_env / "streamlit.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(APP.parent), "--server.port", str(port)],
-        cwd=app_env, env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=app_env,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -80,10 +82,19 @@ def browser(tmp_path: Path):  # noqa: ANN201
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                 "--window-size=1500,1300"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1500,1300",
+    ):
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(DRIVER), options=opts)
     try:
@@ -127,7 +138,11 @@ def test_start_and_compare_pages_in_chromium(app_url: str, browser, tmp_path: Pa
     button = browser.find_element(By.XPATH, "//button[.//p[text()='Run comparison']]")
     button.click()
     _wait_text(browser, "Savings at parity", 300)
-    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer"))
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer")
+    )
+    plot = browser.find_element(By.CSS_SELECTOR, ".js-plotly-plot")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", plot)
     time.sleep(2.0)  # plotly transitions
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Best single model" in body and "Test split" in body

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
-
 from app_fixtures import APP, ROUTERS, frame_with, run_compare  # type: ignore[import-not-found]
+from streamlit.testing.v1 import AppTest
 
 
 def test_before_running_it_asks_to_run(app_env: Path) -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
-
 from app_fixtures import APP, frame_with, run_compare  # type: ignore[import-not-found]
+from streamlit.testing.v1 import AppTest
 
 
 def test_without_a_comparison_it_points_to_compare(app_env: Path) -> None:
@@ -33,7 +32,7 @@ def test_categories_prompts_and_filter(app_env: Path) -> None:
     assert {"random-mix: model", "best_model_score", "oracle_score"} <= set(prompts.columns)
 
     # the filter keeps exactly the prompts the chosen router got wrong and the best model got right
-    expected = int(((prompts["category: score"] < prompts["best_model_score"])).sum())
+    expected = int((prompts["category: score"] < prompts["best_model_score"]).sum())
     at.selectbox(key="dd_router").set_value("category").run()
     at.checkbox(key="dd_wrong").check().run()
     assert not at.exception, at.exception

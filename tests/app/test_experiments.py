@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
-
 from app_fixtures import APP, frame_with, run_compare  # type: ignore[import-not-found]
+from streamlit.testing.v1 import AppTest
 
 
 def test_no_runs_yet(app_env: Path) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from app_fixtures import APP, frame_with, run_compare  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
 from app import services
-from app_fixtures import APP, frame_with, run_compare  # type: ignore[import-not-found]
 
 
 def test_without_a_comparison_it_points_to_compare(app_env: Path) -> None:
@@ -37,7 +37,9 @@ def test_export_from_comparison_matches_measured_decisions(app_env: Path) -> Non
     assert {"router.json", "arrays.npz", "runtime.py", "README.md"} <= files
     manifest = json.loads((out / "router.json").read_text())
     assert manifest["router"]["name"] == "category"
-    assert manifest["measurement"]["n_test_samples"] == 24 and manifest["measurement"]["cost_estimated"] is True
+    assert (
+        manifest["measurement"]["n_test_samples"] == 24 and manifest["measurement"]["cost_estimated"] is True
+    )
     assert any("Exported router" in m.value for m in at.markdown)  # the README is shown
 
     # the exported module routes the test prompts exactly as measured at that operating point

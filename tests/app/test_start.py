@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from app_fixtures import APP  # type: ignore[import-not-found]
+from streamlit.testing.v1 import AppTest
 
 
 def _start(app_env: Path) -> AppTest:
@@ -52,11 +51,17 @@ def test_upload_valid_file_switches_task_set(app_env: Path) -> None:
     [
         ("bad.csv", "sample_id,model,score,cost_usd\nq1,m1,1.5,0.01\n", "outside [0, 1]"),
         ("bad.csv", "sample_id,model,cost_usd\nq1,m1,0.01\n", "missing required column(s) ['score']"),
-        ("bad.jsonl", '{"sample_id": "q1", "model": "m1", "score": 1, "cost_usd": 0.1}\n{oops\n', "could not be read"),
+        (
+            "bad.jsonl",
+            '{"sample_id": "q1", "model": "m1", "score": 1, "cost_usd": 0.1}\n{oops\n',
+            "could not be read",
+        ),
         ("bad.parquet", "not a parquet file", "could not be read as PARQUET"),
     ],
 )
-def test_bad_upload_is_rejected_and_nothing_written(app_env: Path, name: str, body: str, expected: str) -> None:
+def test_bad_upload_is_rejected_and_nothing_written(
+    app_env: Path, name: str, body: str, expected: str
+) -> None:
     at = _start(app_env)
     at.file_uploader(key="start_upload").upload(name, body.encode(), "text/plain")
     at.run()

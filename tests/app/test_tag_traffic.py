@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from app_fixtures import APP  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
-from app_fixtures import APP  # type: ignore[import-not-found]
-
-LOG = "id,prompt\n" + "".join(f"{i},Question {i}: what is {i}+{i}?\n" for i in range(8)) + "8,Question 0: what is 0+0?\n"
+LOG = (
+    "id,prompt\n"
+    + "".join(f"{i},Question {i}: what is {i}+{i}?\n" for i in range(8))
+    + "8,Question 0: what is 0+0?\n"
+)
 
 
 def _page(tag_file: Path) -> AppTest:

@@ -35,7 +35,8 @@ def mlflow_uri(tmp_path, monkeypatch):
     monkeypatch.setattr(env, "warn_dependency_requirement_mismatches", lambda reqs: None)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("pyfunc-test")
+    exp = mlflow.create_experiment("pyfunc-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=exp)
     yield uri
     mlflow.set_tracking_uri(None)
 
@@ -63,7 +64,8 @@ def test_logged_model_is_source_not_pickle_and_predicts_decisions(table, tmp_pat
     assert not [f for f in files if f.endswith((".pkl", ".pickle", ".cloudpickle"))], files
     assert "mlflow_model.py" in files and "artifacts/runtime.py" in files
     mlmodel = (local / "MLmodel").read_text()
-    assert "model_code_path" in mlmodel and "cloudpickle" not in mlmodel
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in mlmodel  # "model from code"
+    assert "python_model.pkl" not in files
     reqs = (local / "requirements.txt").read_text()
     assert "numpy==" in reqs and "routelab" not in reqs
     model = mlflow.pyfunc.load_model(info.model_uri)
