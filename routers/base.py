@@ -231,21 +231,24 @@ def _hull_steps(q: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     # With the default cost prediction every row has the same costs: one model order serves all rows.
     shared = bool(n) and bool((c == c[:1]).all())
     tol = 1e-12 * ((np.abs(c[0]).max() if shared else np.abs(c).max()) + 1.0) if c.size else 0.0
-    st_i = np.empty(n * m, dtype=np.intp)  # per-row stacks of hull vertices, flat (row * m + depth)
+    # Per-row stacks of hull vertices, flat (row * m + depth): model, its quality and cost, and the lam at
+    # which the decision steps onto it from the vertex below (-inf for the first vertex).
+    st_i = np.empty(n * m, dtype=np.intp)
     st_q = np.empty(n * m)
     st_c = np.empty(n * m)
+    st_s = np.empty(n * m)
     size = np.ones(n, dtype=np.intp)
     for lo in range(0, n, _BLOCK):
         hi = min(n, lo + _BLOCK)
-        _hull_chain(q[lo:hi], c[lo:hi], shared, tol, st_i[lo * m : hi * m], st_q[lo * m : hi * m],
-                    st_c[lo * m : hi * m], size[lo:hi])
+        sl = slice(lo * m, hi * m)
+        _hull_chain(q[lo:hi], c[lo:hi], shared, tol, st_i[sl], st_q[sl], st_c[sl], st_s[sl], size[lo:hi])
     rows = np.arange(n)
     out_row, out_lam, out_before, out_after = [rows], [np.zeros(n)], [np.full(n, -1)], [st_i[rows * m]]
     for k in range(1, int(size.max(initial=1))):
         idx = np.flatnonzero(size > k)
         fa = idx * m + k
         out_row.append(idx)
-        out_lam.append(np.maximum((st_c[fa] - st_c[fa - 1]) / (st_q[fa] - st_q[fa - 1]), 0.0))
+        out_lam.append(st_s[fa])
         out_before.append(st_i[fa - 1])
         out_after.append(st_i[fa])
     return (
@@ -257,61 +260,77 @@ def _hull_steps(q: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 
 def _hull_chain(
-    q: np.ndarray, c: np.ndarray, shared: bool, tol: float,
-    st_i: np.ndarray, st_q: np.ndarray, st_c: np.ndarray, size: np.ndarray,
+    q: np.ndarray,
+    c: np.ndarray,
+    shared: bool,
+    tol: float,
+    st_i: np.ndarray,
+    st_q: np.ndarray,
+    st_c: np.ndarray,
+    st_s: np.ndarray,
+    size: np.ndarray,
 ) -> None:
     """Fill the flat hull stacks of one block of rows in place (see :func:`_hull_steps`)."""
     n, m = q.shape
     rows = np.arange(n)
-    # Start: the cheapest model, ties to the better one then the lower index (as ``decide`` at lam = 0).
+    # Columns in increasing cost, transposed so that each pass reads contiguous memory.
     if shared:
         c0 = c[0]
         order0 = np.argsort(c0, kind="stable")
+        qT = np.ascontiguousarray(q[:, order0].T)
+        # Start: the cheapest model, ties to the better one then the lower index (as ``decide`` at lam = 0).
         tied = np.flatnonzero(c0 <= c0.min() + tol)
         start = tied[np.argmin(-q[:, tied], axis=1)] if len(tied) > 1 else np.full(n, tied[0])
     else:
-        cheapest = c <= c.min(axis=1, keepdims=True) + tol
-        start = np.where(cheapest, -q, np.inf).argmin(axis=1)
         order = np.argsort(c, axis=1, kind="stable")
+        qT = np.ascontiguousarray(np.take_along_axis(q, order, axis=1).T)
+        cT = np.ascontiguousarray(np.take_along_axis(c, order, axis=1).T)
+        orderT = np.ascontiguousarray(order.T)
+        first = np.where(cT <= cT[0] + tol, -qT, np.inf).argmin(axis=0)
+        start = orderT[first, rows]
+    # The top of each row's stack, kept dense so that most checks read no stack memory.
+    top_q = q[rows, start]
+    top_c = c[rows, start]
+    top_s = np.full(n, -np.inf)
     base = rows * m
-    st_i[base] = start
-    st_q[base] = q[rows, start]
-    st_c[base] = c[rows, start]
-    bar = st_q[base] + 1e-12
+    st_i[base], st_q[base], st_c[base], st_s[base] = start, top_q, top_c, -np.inf
+    bar = top_q + 1e-12
     for j in range(m):
-        if shared:
-            qn = q[:, order0[j]]
-        else:
-            nj = order[:, j]
-            qn = q[rows, nj]
+        qn = qT[j]
         # Only a model better than the current top can ever be chosen (a dearer, no better one never is).
         r = np.flatnonzero(qn > bar)
         if len(r) == 0:
             continue
         qn_r = qn[r]
         if shared:
-            cn = np.full(len(r), c0[order0[j]])
-            nr = np.full(len(r), order0[j])
+            nr = order0[j]
+            cn = c0[nr]
+            cw = cn
         else:
-            nr = nj[r]
-            cn = c[r, nr]
-        work = np.flatnonzero(size[r] >= 2)
-        while len(work):
-            # Pop the top while the new model is reached at a lam no higher than the top itself (within
-            # the relative tolerance that makes two step points a tie: the far end of an edge wins).
-            rr = r[work]
-            fb = rr * m + size[rr] - 1
-            qb, cb = st_q[fb], st_c[fb]
-            s_ab = np.maximum((cb - st_c[fb - 1]) / (qb - st_q[fb - 1]), 0.0)
-            s_bn = np.maximum((cn[work] - cb) / (qn_r[work] - qb), 0.0)
-            pop = s_ab >= s_bn * (1 - 1e-12) - 1e-300
-            work, rr = work[pop], rr[pop]
-            size[rr] -= 1
-            work = work[size[rr] >= 2]
+            nr = orderT[j][r]
+            cn = cT[j][r]
+            cw = cn
+        # Pop the top while the new model is reached at a lam no higher than the top itself (within the
+        # relative tolerance that makes two step points a tie: the far end of a hull edge wins).
+        w, qw = r, qn_r
+        while True:
+            s_new = np.maximum((cw - top_c[w]) / (qw - top_q[w]), 0.0)
+            pop = top_s[w] >= s_new * (1 - 1e-12) - 1e-300
+            if not pop.any():
+                break
+            w, qw = w[pop], qw[pop]
+            if not shared:
+                cw = cw[pop]
+            size[w] -= 1
+            f = w * m + size[w] - 1
+            top_q[w], top_c[w], top_s[w] = st_q[f], st_c[f], st_s[f]
+        s_new = np.maximum((cn - top_c[r]) / (qn_r - top_q[r]), 0.0)
         f = r * m + size[r]
-        st_i[f], st_q[f], st_c[f] = nr, qn_r, cn
+        st_i[f], st_q[f], st_c[f], st_s[f] = nr, qn_r, cn, s_new
+        top_q[r], top_c[r], top_s[r] = qn_r, cn, s_new
         size[r] += 1
         bar[r] = qn_r + 1e-12
+
 
 
 class Router(BaseEstimator):

@@ -68,7 +68,7 @@ PROGRESS_THRESHOLD = 512
 #: When an encoder's cache folder holds more shards than this, :func:`embed` merges them into one.
 MAX_SHARDS = 32
 #: While encoding many misses, :func:`embed` writes a shard every this many texts.
-WRITE_EVERY = 1024
+WRITE_EVERY = 256
 
 
 class Encoder(ABC):
@@ -376,63 +376,68 @@ def embed(
         if v is None and k not in missing:
             missing[k] = t
     if missing:
-        # Longest first: batches of similar length waste little on padding (and memory peaks early).
-        miss_keys = sorted(missing, key=lambda k: -len(missing[k]))
-        fresh: dict[bytes, np.ndarray] = {}
-
-        def store(chunk_keys: list[bytes], vectors: np.ndarray) -> None:
-            # Written chunk by chunk, so an interrupted long run keeps what it has computed.
-            cache.put_many(chunk_keys, vectors)
-            fresh.update(zip(chunk_keys, vectors, strict=True))
-
-        miss_texts = [missing[k] for k in miss_keys]
-        _encode_batched(enc, miss_texts, batch_size, progress, keys=miss_keys, sink=store)
+        fresh = _encode_misses(enc, cache, missing, batch_size, progress)
         found = [fresh[k] if v is None else v for k, v in zip(keys, found, strict=True)]
     return np.stack(found).astype(np.float32, copy=False)
 
 
-def _encode_batched(
-    enc: Encoder,
-    texts: list[str],
-    batch_size: int,
-    progress: bool | None,
-    *,
-    keys: list[bytes] | None = None,
-    sink: Callable[[list[bytes], np.ndarray], None] | None = None,
-) -> np.ndarray:
-    """Encode in batches; with a ``sink``, hand it (keys, vectors) every ``WRITE_EVERY`` texts."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    show = len(texts) > PROGRESS_THRESHOLD if progress is None else progress
+def _encode_misses(
+    enc: Encoder, cache: EmbeddingCache, missing: dict[bytes, str], batch_size: int, progress: bool | None
+) -> dict[bytes, np.ndarray]:
+    """Encode the texts not in the cache, in chunks of ``WRITE_EVERY`` each stored as soon as it is done.
+
+    So an interrupted run keeps its work; and because each process walks the chunks in its own (salted)
+    order and re-reads the cache before each chunk, two processes embedding the same texts at once share the
+    work instead of doing it twice.
+    """
+    salt = os.urandom(16)
+    order = sorted(missing, key=lambda k: hashlib.blake2b(k, key=salt, digest_size=8).digest())
+    show = len(order) > PROGRESS_THRESHOLD if progress is None else progress
     bar = None
     if show:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(texts), desc=f"embedding with {enc.name}", unit="text")
-    parts: list[np.ndarray] = []
-    pending: list[np.ndarray] = []
-    flushed = 0
+        bar = tqdm(total=len(order), desc=f"embedding with {enc.name}", unit="text")
+    fresh: dict[bytes, np.ndarray] = {}
     try:
-        for s in range(0, len(texts), batch_size):
-            batch = texts[s : s + batch_size]
-            out = np.asarray(enc.encode(batch), dtype=np.float32)
-            if out.shape != (len(batch), enc.dim):
-                raise ValueError(
-                    f"encoder {enc.name!r} returned shape {out.shape} for {len(batch)} texts"
-                    f" (expected ({len(batch)}, {enc.dim}))"
-                )
-            out = l2_normalize(out)
-            parts.append(out)
-            pending.append(out)
+        for start in range(0, len(order), WRITE_EVERY):
+            chunk = order[start : start + WRITE_EVERY]
+            if start:  # another process may have stored some of these meanwhile
+                hits = cache.get_many(chunk)
+                fresh.update((k, v) for k, v in zip(chunk, hits, strict=True) if v is not None)
+                chunk = [k for k, v in zip(chunk, hits, strict=True) if v is None]
+            # Longest first: batches of similar length waste little on padding.
+            chunk.sort(key=lambda k: -len(missing[k]))
+            if chunk:
+                vectors = _encode_batched(enc, [missing[k] for k in chunk], batch_size, False)
+                cache.put_many(chunk, vectors)
+                fresh.update(zip(chunk, vectors, strict=True))
             if bar is not None:
-                bar.update(len(batch))
-            done = s + len(batch)
-            due = done - flushed >= WRITE_EVERY or done == len(texts)
-            if sink is not None and keys is not None and due:
-                sink(keys[flushed:done], np.concatenate(pending))
-                pending, flushed = [], done
+                bar.update(min(WRITE_EVERY, len(order) - start))
     finally:
         if bar is not None:
             bar.close()
-    return np.concatenate(parts)
+    return fresh
 
+
+def _encode_batched(enc: Encoder, texts: list[str], batch_size: int, progress: bool | None) -> np.ndarray:
+    """Encode texts in batches (no cache), checking the encoder's output shape; rows L2-normalised."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    show = len(texts) > PROGRESS_THRESHOLD if progress is None else progress
+    starts = range(0, len(texts), batch_size)
+    if show:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"embedding with {enc.name}", unit="batch")
+    parts = [np.zeros((0, enc.dim), dtype=np.float32)]
+    for s in starts:
+        batch = texts[s : s + batch_size]
+        out = np.asarray(enc.encode(batch), dtype=np.float32)
+        if out.shape != (len(batch), enc.dim):
+            raise ValueError(
+                f"encoder {enc.name!r} returned shape {out.shape} for {len(batch)} texts"
+                f" (expected ({len(batch)}, {enc.dim}))"
+            )
+        parts.append(l2_normalize(out))
+    return np.concatenate(parts)

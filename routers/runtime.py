@@ -114,7 +114,7 @@ def hash_bow(texts: Sequence[str], dim: int = 512) -> np.ndarray:
     out = np.zeros((len(texts), dim), dtype=np.float32)
     for i, text in enumerate(texts):
         words = _WORD.findall(str(text).lower())
-        grams = words + [f"{a}_{b}" for a, b in zip(words, words[1:])]
+        grams = words + [f"{a}_{b}" for a, b in zip(words, words[1:], strict=False)]
         for g in grams:
             h = zlib.crc32(g.encode())
             out[i, h % dim] += 1.0 if (h >> 31) & 1 else -1.0
@@ -179,8 +179,8 @@ def knn_head(
 ) -> np.ndarray:
     """Similarity-weighted per-model quality of the ``k`` nearest train prompts (cosine similarity).
 
-    Weights are ``exp(sim / temperature)`` over the k nearest, shrunk towards ``prior`` (per-model mean
-    quality) with ``prior_weight`` pseudo-neighbours of weight 1.
+    Weights are ``exp((sim - max_sim) / temperature)`` over the k nearest (the nearest weighs 1), and the
+    estimate is shrunk towards ``prior`` (per-model mean quality) with ``prior_weight`` pseudo-neighbours.
 
     Args:
         x: Query features (n, d), L2-normalised (cosine = dot product).
@@ -198,7 +198,7 @@ def knn_head(
         sim = x[start : start + 1024] @ train_x.T
         idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         s = np.take_along_axis(sim, idx, axis=1).astype(np.float64)
-        w = np.exp((s - 1.0) / temperature)  # <= 1; exp(0) for an identical prompt
+        w = np.exp((s - s.max(axis=1, keepdims=True)) / temperature)  # the nearest neighbour weighs 1
         num = np.einsum("nk,nkm->nm", w, train_quality[idx]) + prior_weight * prior
         out[start : start + 1024] = num / (w.sum(axis=1, keepdims=True) + prior_weight)
     return out
@@ -335,7 +335,7 @@ class LoadedRouter:
             w = np.asarray(self.meta["weights"], dtype=float)
             feats: dict[tuple[str, bool], np.ndarray] = {}
             total = np.zeros((n, len(self.models)))
-            for wi, part in zip(w, self._parts):
+            for wi, part in zip(w, self._parts, strict=True):
                 key = (part.meta.get("encoder", ""), bool(part.meta.get("use_category")))
                 if part.meta.get("encoder") and key not in feats:
                     feats[key] = part.features(prompts, categories)

@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import os
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,16 @@ def log_exported(
     requirements = list(manifest.get("requirements") or ["numpy", "pandas"])
     requirements.append(f"mlflow=={metadata.version('mlflow')}")
     artifacts = {"router_json": str(root / F.MANIFEST), "arrays": str(root / F.ARRAYS), "runtime": str(root / F.RUNTIME)}
+    with warnings.catch_warnings():
+        # The code file is deliberately untyped (MLflow's type-hint validation would fight the explicit
+        # signature), and an input example would make MLflow run the model (and its encoder) at log time.
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        return _log(mlflow, root, name, requirements, artifacts, manifest, registered_model_name)
+
+
+def _log(mlflow: Any, root: Path, name: str, requirements: list[str], artifacts: dict[str, str],
+         manifest: dict[str, Any], registered_model_name: str | None) -> Any:
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(root / F.PYFUNC_CODE),

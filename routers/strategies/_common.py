@@ -143,6 +143,20 @@ class EmbeddingRouter(RuntimeRouter):
             meta["normalise"] = True
         return meta
 
+    def _train_xy(self, train: OutcomeTable, feature_meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Train features and scores; with a category, every row also appears with its category hidden.
+
+        This "category dropout" teaches the model what to predict for traffic without a category (live
+        requests), instead of reading an all-zero one-hot as a category it never saw.
+        """
+        x = self._train_features(train, feature_meta)
+        y = np.array(train.quality, dtype=float)  # a writable copy (the table's views are read-only)
+        if feature_meta.get("use_category") and feature_meta.get("categories"):
+            hidden = x.copy()
+            hidden[:, -len(feature_meta["categories"]) :] = 0.0
+            x, y = np.vstack([x, hidden]), np.vstack([y, y])
+        return x, y
+
     def _train_features(self, train: OutcomeTable, feature_meta: dict[str, Any]) -> np.ndarray:
         probe = runtime.load_state({**self._base_meta("linear"), **feature_meta}, {})
         return probe.features(train.prompts, [str(c) for c in train.categories])

@@ -142,8 +142,6 @@ class CascadeRouter(Router):
         C: Inverse L2 regularisation of the per-stage logistic regressions.
         prior_smoothing: Pseudo-count that shrinks a model's per-category train accuracy (the category prior
             feature) toward its overall accuracy.
-        encoder: Optional prompt encoder (a :func:`routers.embeddings.embed` name such as ``"minilm-static"``)
-            whose embedding joins the answer features (the prompt's difficulty); None = answer features only.
         random_state: Unused by the (deterministic) solver; kept so that every router takes a seed.
     """
 
@@ -157,14 +155,12 @@ class CascadeRouter(Router):
         max_stages: int = 3,
         C: float = 1.0,
         prior_smoothing: float = 20.0,
-        encoder: str | None = None,
         random_state: int = 0,
     ) -> None:
         self.models = models
         self.max_stages = max_stages
         self.C = C
         self.prior_smoothing = prior_smoothing
-        self.encoder = encoder
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
@@ -179,7 +175,6 @@ class CascadeRouter(Router):
         prompts = list(train.prompts)
         cats = [str(x) for x in train.categories]
         cache: dict[int, tuple[np.ndarray, list[str]]] = {}
-        emb = self._embed(prompts)
         if self.models is not None:
             chain = [str(m) for m in self.models]
             unknown = [m for m in chain if m not in self.models_]
@@ -191,11 +186,11 @@ class CascadeRouter(Router):
                 raise ConfigError(f"cascade models must be a non-empty list without repeats, got {chain}")
             idx = [self.models_.index(m) for m in chain]
         else:
-            idx = self._choose_chain(q, c, texts, prompts, cats, cache, emb)
+            idx = self._choose_chain(q, c, texts, prompts, cats, cache)
         self.chain_ = tuple(self.models_[i] for i in idx)
         self.chain_index_ = np.asarray(idx, dtype=int)
         self.stage_cost_ = np.asarray(c.mean(axis=0)[idx], dtype=float)
-        self.scorers_ = self._fit_scorers(idx, q, self._stage_features(idx, texts, prompts, cats, cache, emb))
+        self.scorers_ = self._fit_scorers(idx, q, self._stage_features(idx, texts, prompts, cats, cache))
 
     def _fit_priors(self, train: OutcomeTable) -> None:
         q = train.quality
@@ -215,14 +210,6 @@ class CascadeRouter(Router):
             out[i] = (row if row is not None else self.overall_prior_)[model_idx]
         return np.clip(out, 1e-3, 1 - 1e-3)
 
-    def _embed(self, prompts: Sequence[str]) -> np.ndarray | None:
-        """Prompt embeddings (n, d) with the ``encoder`` parameter, or None without one."""
-        if not self.encoder:
-            return None
-        from routers.embeddings import embed  # heavy import only when used
-
-        return np.asarray(embed(list(prompts), encoder=self.encoder), dtype=float)
-
     def _stage_features(
         self,
         idx: Sequence[int],
@@ -230,12 +217,11 @@ class CascadeRouter(Router):
         prompts: Sequence[str],
         cats: Sequence[str],
         cache: dict[int, tuple[np.ndarray, list[str]]] | None = None,
-        emb: np.ndarray | None = None,
     ) -> list[np.ndarray]:
         """Per stage, the feature matrix (n, d_k) of its answers (d_k grows by one from stage 1 on).
 
         ``cache`` (column -> (text features, extracted answers)) saves re-reading texts across candidate
-        chains; ``emb`` (n, d), when given, is appended to every stage's features.
+        chains.
         """
         n = len(prompts)
         cache = {} if cache is None else cache
@@ -259,8 +245,6 @@ class CascadeRouter(Router):
                     same = [k != "" and k == pk for k, pk in zip(keys, prev, strict=True)]
                     agree += np.asarray(same, dtype=float)
                 cols.append((agree / s)[:, None])
-            if emb is not None:
-                cols.append(emb)
             out.append(np.hstack(cols))
         return out
 
@@ -286,7 +270,6 @@ class CascadeRouter(Router):
         prompts: Sequence[str],
         cats: Sequence[str],
         cache: dict[int, tuple[np.ndarray, list[str]]],
-        emb: np.ndarray | None,
     ) -> list[int]:
         mean_c, mean_q = c.mean(axis=0), q.mean(axis=0)
         hull = _cost_quality_hull(mean_c, mean_q)
@@ -309,7 +292,7 @@ class CascadeRouter(Router):
         budgets = np.geomspace(max(lo, 1e-12), max(hi, 1e-12), 25) if hi > lo else np.array([hi])
         values = []
         for cand in candidates:
-            feats = self._stage_features(cand, texts, prompts, cats, cache, emb)
+            feats = self._stage_features(cand, texts, prompts, cats, cache)
             pol = _replay(cand, self._fit_scorers(cand, q, feats), feats, q, c, self.stage_cost_of(c, cand))
             lams = pol.grid(60)
             cost, qual, _ = pol.curve(lams)
@@ -359,12 +342,11 @@ class CascadeRouter(Router):
         texts = np.empty((1, len(self.models_)), dtype=object)
         texts[:] = ""
         trace = CascadeTrace(model="", answer="")
-        emb = self._embed([prompt])
         for s, j in enumerate(self.chain_index_):
             model = self.models_[j]
             answer = str(get_answer(model))
             texts[0, j] = answer
-            feats = self._stage_features(self.chain_index_[: s + 1], texts, [prompt], cats, emb=emb)
+            feats = self._stage_features(self.chain_index_[: s + 1], texts, [prompt], cats)
             sc = self.scorers_[s]
             z = (feats[s] - sc["mu"]) / sc["sd"]
             conf = float(_logit_predict(sc["conf"], z)[0])
@@ -389,9 +371,8 @@ class CascadeRouter(Router):
             raise SchemaError(f"the table lacks cascade model(s) {missing}")
         table = self._align(table)
         cats = [str(x) for x in table.categories] if use_categories else [""] * table.n_samples
-        prompts = list(table.prompts)
         feats = self._stage_features(
-            self.chain_index_, table.wide_text("response"), prompts, cats, emb=self._embed(prompts)
+            self.chain_index_, table.wide_text("response"), list(table.prompts), cats
         )
         return _replay(
             self.chain_index_,

@@ -32,7 +32,7 @@ class ClassifierRouter(EmbeddingRouter):
 
     def _fit(self, train: OutcomeTable) -> None:
         fmeta = self._features_meta(train)
-        x = self._train_features(train, fmeta)
-        weights, bias = fit_logistic(x, train.quality, float(self.C))
+        x, y = self._train_xy(train, fmeta)
+        weights, bias = fit_logistic(x, y, float(self.C))
         meta = self._base_meta("linear", **fmeta, cost={"kind": "constant"})
         self.state_ = (meta, {"weights": weights, "bias": bias, "cost_per_model": self.cost_per_model_})

@@ -69,8 +69,9 @@ class CostAwareRouter(EmbeddingRouter):
         from sklearn.linear_model import Ridge
 
         fmeta = self._features_meta(train)
+        xy, y = self._train_xy(train, fmeta)
+        weights, bias = fit_logistic(xy, y, float(self.C))
         x = self._train_features(train, fmeta)
-        weights, bias = fit_logistic(x, train.quality, float(self.C))
         prices, in_model, has = fit_prices(train)
         tout = np.nan_to_num(train.wide("output_tokens"), nan=0.0)
         ridge = Ridge(alpha=float(self.alpha)).fit(x, tout)

@@ -15,7 +15,7 @@ __all__ = ["KNNRouter"]
 class KNNRouter(EmbeddingRouter):
     """Similarity-weighted per-model quality of the k most similar train prompts. Source: RouterBench's KNN router; RouteLLM's similarity-weighted ranking.
 
-    Cosine similarity on L2-normalised embeddings; neighbour weights ``exp((sim - 1) / temperature)``; the
+    Cosine similarity on L2-normalised embeddings; neighbour weights ``exp((sim - max_sim) / temperature)``; the
     estimate is shrunk towards each model's global train mean with ``prior_weight`` pseudo-neighbours. With
     ``use_category`` the one-hot category (scaled by 0.5) is appended before normalising, which raises the
     similarity of same-subject prompts; requests without a category simply lose that bonus.

@@ -29,7 +29,7 @@ class MFRouter(EmbeddingRouter):
         random_state: Seed of the initialisation.
     """
 
-    _test_params = {"encoder": "hash-bow-256", "epochs": 60}
+    _test_params = {"encoder": "hash-bow-256", "dim": 8, "epochs": 40}
 
     def __init__(
         self,
@@ -54,8 +54,9 @@ class MFRouter(EmbeddingRouter):
         import torch
 
         fmeta = self._features_meta(train)
-        x = torch.as_tensor(self._train_features(train, fmeta), dtype=torch.float32)
-        y = torch.tensor(np.array(train.quality, dtype=np.float32))
+        xs, ys = self._train_xy(train, fmeta)
+        x = torch.as_tensor(xs, dtype=torch.float32)
+        y = torch.as_tensor(ys, dtype=torch.float32)
         gen = torch.Generator().manual_seed(int(self.random_state or 0))
         d, m, k = x.shape[1], y.shape[1], int(self.dim)
         proj = (torch.randn(k, d, generator=gen) / np.sqrt(d)).requires_grad_()

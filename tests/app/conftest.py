@@ -27,11 +27,17 @@ def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def app_env(toy_source: Path, empty_mlflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point the app at the toy table, a temporary cache and a fresh MLflow store (in the working folder)."""
+def mlflow_store(app_env: Path, empty_mlflow_db: Path) -> Path:
+    """A ready (empty) MLflow store at the app's tracking URI, for tests that log or read runs."""
     import shutil
 
-    shutil.copyfile(empty_mlflow_db, tmp_path / "mlflow.db")
+    shutil.copyfile(empty_mlflow_db, app_env / "mlflow.db")
+    return app_env / "mlflow.db"
+
+
+@pytest.fixture()
+def app_env(toy_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the app at the toy table, a temporary cache and a temporary MLflow store (working folder)."""
     monkeypatch.setenv("ROUTELAB_APP_DEFAULT_SOURCE", str(toy_source))
     monkeypatch.setenv("ROUTELAB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")

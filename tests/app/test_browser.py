@@ -46,7 +46,7 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @pytest.fixture()
-def app_url(app_env: Path, toy_source: Path):  # noqa: ANN201
+def app_url(app_env: Path, toy_source: Path, mlflow_store: Path):  # noqa: ANN201
     """Start ``streamlit run <repo>/app`` (the folder form) on a free port; stop it afterwards."""
     port = _free_port()
     env = dict(os.environ)

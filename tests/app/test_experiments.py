@@ -9,7 +9,7 @@ from app_fixtures import APP, frame_with, run_compare  # type: ignore[import-not
 from streamlit.testing.v1 import AppTest
 
 
-def test_no_runs_yet(app_env: Path) -> None:
+def test_no_runs_yet(app_env: Path, mlflow_store: Path) -> None:
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
     at.switch_page("app_pages/experiments.py").run()
@@ -18,7 +18,7 @@ def test_no_runs_yet(app_env: Path) -> None:
     assert str(app_env / "mlflow.db") in at.caption[0].value
 
 
-def test_logged_runs_side_by_side(app_env: Path) -> None:
+def test_logged_runs_side_by_side(app_env: Path, mlflow_store: Path) -> None:
     at = run_compare(["category", "random-mix"], log=True)
     assert any("Logged to MLflow run" in c.value for c in at.caption)
     at.multiselect(key="cmp_routers").set_value(["single"]).run()

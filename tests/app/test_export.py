@@ -63,7 +63,7 @@ def test_export_from_comparison_matches_measured_decisions(app_env: Path) -> Non
     assert not at.error
 
 
-def test_export_from_mlflow_run(app_env: Path) -> None:
+def test_export_from_mlflow_run(app_env: Path, mlflow_store: Path) -> None:
     run_compare(["category"], log=True)
     at = AppTest.from_file(str(APP), default_timeout=120)  # a new session: only MLflow knows the run
     at.run()

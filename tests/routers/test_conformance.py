@@ -71,9 +71,12 @@ class _Unseeded(_Mean):
     def __init__(self, *, random_state: int = 0):
         self.random_state = random_state
 
+    def _fit(self, train: OutcomeTable) -> None:
+        self.noise_ = np.random.default_rng().random(len(self.models_))  # ignores random_state
+
     def predict_quality(self, queries: Queries) -> np.ndarray:
         self._check_fitted()
-        return np.random.default_rng().random((len(queries), len(self.models_)))
+        return np.broadcast_to(self.noise_, (len(queries), len(self.models_))).copy()
 
 
 class _NoFitCheck(_Mean):
