@@ -71,6 +71,7 @@ __all__ = [
     "run_compare",
     "run_frontier",
     "sample_detail",
+    "save_table",
     "save_upload",
     "set_source",
     "settings_from_run",
@@ -263,6 +264,20 @@ def save_upload(table: OutcomeTable, data: bytes, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in Path(name).stem)[:60] or "upload"
     path = folder / f"{stem}-{digest}.parquet"
+    if not path.exists():
+        table.to_parquet(path)
+    return path
+
+
+def save_table(table: OutcomeTable) -> Path:
+    """Write a derived table (e.g. with hand tags applied) to the user cache, named by its content."""
+    digest = hashlib.sha256(
+        pd.util.hash_pandas_object(table.frame, index=False).to_numpy().tobytes()
+    ).hexdigest()
+    folder = cache_dir() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in table.card.name)[:60] or "table"
+    path = folder / f"{stem}-{digest[:16]}.parquet"
     if not path.exists():
         table.to_parquet(path)
     return path

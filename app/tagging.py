@@ -8,9 +8,10 @@ File format (UTF-8 JSON Lines)::
 
     {"prompt": "What is 2+2?", "category": "simple", "tagged_at": "2026-11-30T18:59:01Z", "source": "log.csv"}
 
-``prompt`` and ``category`` are required; other keys are informational. This is exactly the
-``prompt -> category`` mapping that the rules and classifier routers take as hand labels: read it with
-:func:`read_tags` (a dict) or pass the file's path where a router asks for a tag file.
+``prompt`` and ``category`` are required; other keys are informational. It is a ``prompt -> category``
+mapping: read it with :func:`read_tags` (a dict), and put it into an OutcomeTable's ``category`` column with
+:func:`apply_tags`; the routers that use categories then learn from the hand tags (``category``,
+``classifier`` and ``cost-aware`` with ``use_category``, and ``rules`` with a ``categories`` rule).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from evals.exceptions import SchemaError
 
-__all__ = ["DEFAULT_LABELS", "TagStore", "read_prompt_log", "read_tags"]
+__all__ = ["DEFAULT_LABELS", "TagStore", "apply_tags", "read_prompt_log", "read_tags"]
 
 #: The default difficulty labels offered by the page.
 DEFAULT_LABELS: tuple[str, ...] = ("simple", "medium", "hard")
@@ -158,3 +160,36 @@ def read_prompt_log(name: str, data: bytes, column: str | None = None) -> pd.Dat
     if frame.empty:
         raise SchemaError(f"{name}: column {column!r} has no non-empty prompts")
     return frame
+
+
+def apply_tags(table: Any, tags: dict[str, str], *, keep_untagged: bool = True) -> Any:
+    """A copy of an OutcomeTable whose ``category`` is the hand tag of each tagged prompt.
+
+    Args:
+        table: An :class:`~evals.outcomes.OutcomeTable`.
+        tags: ``{prompt: category}`` (from :func:`read_tags`).
+        keep_untagged: Keep the table's own category for untagged prompts (else they get "").
+
+    Returns:
+        The new table; its card's ``extra["tagged_samples"]`` says how many samples got a tag.
+
+    Raises:
+        SchemaError: if no prompt of the table is tagged.
+    """
+    from dataclasses import replace
+
+    from evals.outcomes import OutcomeTable
+
+    frame = table.frame
+    mapped = frame["prompt"].map(tags)
+    hit = mapped.notna()
+    n_tagged = int(frame.loc[hit, "sample_id"].nunique())
+    if n_tagged == 0:
+        raise SchemaError(
+            f"none of the {len(tags)} tagged prompts is a prompt of task set {table.card.name!r}"
+        )
+    frame["category"] = mapped.where(hit, frame["category"] if keep_untagged else "").astype(str)
+    card = replace(
+        table.card, name=f"{table.card.name}-tagged", extra={**table.card.extra, "tagged_samples": n_tagged}
+    )
+    return OutcomeTable(frame, card, origin=table.origin)

@@ -1,4 +1,4 @@
-"""Router quality on real outcomes: savings at parity on MMLU-Pro, and APGR on RouteLLM's GPT-4 vs Mixtral MMLU.
+"""Router quality on real outcomes: savings at parity on MMLU-Pro; APGR on RouteLLM's GPT-4 vs Mixtral MMLU.
 
     python bench/router_quality.py                       # both benchmarks, MiniLM embeddings
     python bench/router_quality.py --encoder minilm-static --only mmlu-pro
@@ -80,17 +80,29 @@ def bench_mmlu_pro(encoder: str, seed: int = 0) -> None:
     oracle = make_router("oracle").fit(train).policy(test)
     _, oc, oq = oracle.outcomes(1e6)
     est = " (estimated)" if table.cost_estimated else ""
-    print(f"\nMMLU-Pro: {table.n_models} models; train/val/test = {train.n_samples}/{val.n_samples}/{test.n_samples} "
-          f"samples; encoder={encoder}; costs{est} in $ per 1k requests")
+    print(
+        f"\nMMLU-Pro: {table.n_models} models; "
+        f"train/val/test = {train.n_samples}/{val.n_samples}/{test.n_samples} "
+        f"samples; encoder={encoder}; costs{est} in $ per 1k requests"
+    )
     print(f"best single model on train: {best}; its validation accuracy {val_target:.4f} is the target")
-    header = f"{'router':32s} {'$/1k':>8s} {'acc':>7s} {'acc 95% CI':>17s} {'savings':>8s} {'diff 95% CI':>19s} {'fit s':>6s}"
+    header = (
+        f"{'router':32s} {'$/1k':>8s} {'acc':>7s} {'acc 95% CI':>17s} {'savings':>8s} "
+        f"{'diff 95% CI':>19s} {'fit s':>6s}"
+    )
     print(header)
     print("-" * len(header))
     lo, hi = bootstrap_ci(base_q, rng)
-    print(f"{'single: ' + best:32s} {base_c.mean() * 1e3:8.4f} {base_q.mean():7.4f} [{lo:.4f}, {hi:.4f}] {0:7.1%} {'':>19s}")
+    print(
+        f"{'single: ' + best:32s} {base_c.mean() * 1e3:8.4f} {base_q.mean():7.4f} "
+        f"[{lo:.4f}, {hi:.4f}] {0:7.1%} {'':>19s}"
+    )
     lo, hi = bootstrap_ci(oq, rng)
-    print(f"{'oracle (max quality, cheapest)':32s} {oc.mean() * 1e3:8.4f} {oq.mean():7.4f} [{lo:.4f}, {hi:.4f}] "
-          f"{1 - oc.mean() / base_c.mean():7.1%} {'':>19s}")
+    print(
+        f"{'oracle (max quality, cheapest)':32s} {oc.mean() * 1e3:8.4f} {oq.mean():7.4f} "
+        f"[{lo:.4f}, {hi:.4f}] "
+        f"{1 - oc.mean() / base_c.mean():7.1%} {'':>19s}"
+    )
     for label, spec in mmlu_pro_routers(encoder):
         t0 = time.perf_counter()
         try:
@@ -104,8 +116,10 @@ def bench_mmlu_pro(encoder: str, seed: int = 0) -> None:
         lo, hi = bootstrap_ci(qual, rng)
         dlo, dhi = bootstrap_ci(qual - base_q, rng)  # paired: same resampled samples for both
         savings = 1 - cost.mean() / base_c.mean()
-        print(f"{label:32s} {cost.mean() * 1e3:8.4f} {qual.mean():7.4f} [{lo:.4f}, {hi:.4f}] {savings:7.1%} "
-              f"[{dlo:+.4f}, {dhi:+.4f}] {fit_s:6.1f}")
+        print(
+            f"{label:32s} {cost.mean() * 1e3:8.4f} {qual.mean():7.4f} [{lo:.4f}, {hi:.4f}] {savings:7.1%} "
+            f"[{dlo:+.4f}, {dhi:+.4f}] {fit_s:6.1f}"
+        )
 
 
 def apgr(router: Router, test: OutcomeTable, strong: int, weak: int) -> float:
@@ -134,8 +148,10 @@ def bench_routellm(encoder: str, seed: int = 0) -> None:
     train, _, test = table.split(random_state=seed)
     q = train.quality.mean(axis=0)
     strong, weak = int(np.argmax(q)), int(np.argmin(q))
-    print(f"\nRouteLLM MMLU: strong={table.models[strong]}, weak={table.models[weak]}; "
-          f"train/test = {train.n_samples}/{test.n_samples} samples; encoder={encoder}")
+    print(
+        f"\nRouteLLM MMLU: strong={table.models[strong]}, weak={table.models[weak]}; "
+        f"train/test = {train.n_samples}/{test.n_samples} samples; encoder={encoder}"
+    )
     emb = {"encoder": encoder}
     specs = [
         ("random-mix", {"name": "random-mix", "params": {}}),

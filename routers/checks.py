@@ -60,12 +60,24 @@ def check_table() -> OutcomeTable:
         for i in range(12):
             prompt = f"{level} task {i}: {text} about {topics[i % len(topics)]}" + " please" * (i % 3)
             for model, (p_in, p_out) in prices.items():
-                right = model == "big" or (model == "mid" and level != "hard") or (model == "cheap" and level == "easy")
+                right = (
+                    model == "big"
+                    or (model == "mid" and level != "hard")
+                    or (model == "cheap" and level == "easy")
+                )
                 tin = float(len(prompt) // 4)
                 tout = float({"easy": 20, "medium": 80, "hard": 200}[level] * (2 if model == "big" else 1))
                 rows.append(
-                    dict(sample_id=f"{level}-{i}", category=level, prompt=prompt, model=model, score=float(right),
-                         cost_usd=tin * p_in + tout * p_out, input_tokens=tin, output_tokens=tout)
+                    dict(
+                        sample_id=f"{level}-{i}",
+                        category=level,
+                        prompt=prompt,
+                        model=model,
+                        score=float(right),
+                        cost_usd=tin * p_in + tout * p_out,
+                        input_tokens=tin,
+                        output_tokens=tout,
+                    )
                 )
     return OutcomeTable(pd.DataFrame(rows))
 
@@ -119,14 +131,18 @@ def check_no_attributes_set_in_init(router: Router, table: OutcomeTable) -> None
     }
     built = type(router)()
     for k, v in defaults.items():
-        assert getattr(built, k, None) is v, f"__init__ changed the default of {k!r} ({v!r} -> {getattr(built, k, None)!r})"
+        assert getattr(built, k, None) is v, (
+            f"__init__ changed the default of {k!r} ({v!r} -> {getattr(built, k, None)!r})"
+        )
     params = router.get_params(deep=False)
     fresh = type(router)(**params)
     attrs = {k for k in vars(fresh) if not k.startswith("__")}
     extra = sorted(attrs - set(params))
     assert not extra, f"__init__ sets attributes that are not parameters: {extra}"
     for k, v in params.items():
-        assert getattr(fresh, k) is v, f"__init__ changed parameter {k!r} (stored {getattr(fresh, k)!r}, given {v!r})"
+        assert getattr(fresh, k) is v, (
+            f"__init__ changed parameter {k!r} (stored {getattr(fresh, k)!r}, given {v!r})"
+        )
 
 
 def check_params_json(router: Router, table: OutcomeTable) -> None:
@@ -142,20 +158,25 @@ def check_clone(router: Router, table: OutcomeTable) -> None:
     from sklearn.base import clone
 
     twin = clone(router)
-    assert _params_equal(twin.get_params(deep=False), router.get_params(deep=False)), "clone changed the parameters"
+    assert _params_equal(twin.get_params(deep=False), router.get_params(deep=False)), (
+        "clone changed the parameters"
+    )
 
 
 def check_spec_round_trip(router: Router, table: OutcomeTable) -> None:
     """``make_router(router.spec())`` rebuilds the same parameters."""
     from routers.registry import make_router, name_of, router_registry
 
-    if name_of(type(router)) not in router_registry or router_registry.get(name_of(type(router))) is not type(router):
+    if name_of(type(router)) not in router_registry or router_registry.get(name_of(type(router))) is not type(
+        router
+    ):
         return  # not registered: there is no spec to rebuild from
     spec = json.loads(json.dumps(router.spec()))
     twin = make_router(spec)
     assert type(twin) is type(router), f"make_router(spec) built a {type(twin).__name__}"
     assert _params_equal(twin.get_params(deep=False), router.get_params(deep=False)), (
-        f"make_router(spec) changed the parameters: {twin.get_params(deep=False)} != {router.get_params(deep=False)}"
+        f"make_router(spec) changed the parameters: "
+        f"{twin.get_params(deep=False)} != {router.get_params(deep=False)}"
     )
 
 
@@ -172,9 +193,13 @@ def check_unfitted(router: Router, table: OutcomeTable) -> None:
         try:
             call()
         except NotFittedError as exc:
-            assert type(fresh).__name__ in str(exc), f"{what} before fit: NotFittedError message does not name the class: {exc}"
+            assert type(fresh).__name__ in str(exc), (
+                f"{what} before fit: NotFittedError message does not name the class: {exc}"
+            )
         except Exception as exc:  # noqa: BLE001
-            raise AssertionError(f"{what} before fit raised {type(exc).__name__} ({exc}), expected NotFittedError") from exc
+            raise AssertionError(
+                f"{what} before fit raised {type(exc).__name__} ({exc}), expected NotFittedError"
+            ) from exc
         else:
             raise AssertionError(f"{what} before fit did not raise NotFittedError")
 
@@ -187,7 +212,9 @@ def check_fit_returns_self(router: Router, table: OutcomeTable) -> None:
     before_q = np.array(table.quality)
     out = r.fit(table)
     assert out is r, f"fit returned {type(out).__name__}, not self"
-    assert json.dumps(r.get_params(deep=False), sort_keys=True, default=repr) == before_params, "fit changed a parameter"
+    assert json.dumps(r.get_params(deep=False), sort_keys=True, default=repr) == before_params, (
+        "fit changed a parameter"
+    )
     pd.testing.assert_frame_equal(table.frame, before_frame, obj="the train table after fit")
     assert np.array_equal(table.quality, before_q), "fit mutated the train table's scores"
     assert r.is_fitted, "is_fitted is False after fit"
@@ -200,9 +227,13 @@ def check_valid_decisions(router: Router, table: OutcomeTable) -> None:
     policy = r.policy(table)
     for lam in _lams(r, table):
         choice, cost, qual = policy.outcomes(float(lam))
-        assert choice.shape == (table.n_samples,), f"policy.outcomes gave {choice.shape} choices for {table.n_samples} samples"
+        assert choice.shape == (table.n_samples,), (
+            f"policy.outcomes gave {choice.shape} choices for {table.n_samples} samples"
+        )
         assert ((choice >= 0) & (choice < m)).all(), f"policy chose an index outside 0..{m - 1} at lam={lam}"
-        assert np.isfinite(cost).all() and np.isfinite(qual).all(), f"non-finite realised cost/quality at lam={lam}"
+        assert np.isfinite(cost).all() and np.isfinite(qual).all(), (
+            f"non-finite realised cost/quality at lam={lam}"
+        )
         if not r.uses_outcomes_at_route_time:
             names = r.route(Queries.from_table(table), float(lam))
             bad = sorted(set(names) - set(r.models_))
@@ -217,12 +248,17 @@ def check_cost_monotone(router: Router, table: OutcomeTable) -> None:
     assert (np.diff(grid) >= 0).all(), "policy.grid() is not increasing"
     cost, _, share = policy.curve(grid)
     drops = np.flatnonzero(np.diff(cost) < -_TOL * (1 + np.abs(cost[:-1])))
-    assert len(drops) == 0, f"mean cost falls from {cost[drops[0]]:.6g} to {cost[drops[0] + 1]:.6g} as lam rises past {grid[drops[0]]:.6g}"
+    assert len(drops) == 0, (
+        f"mean cost falls from {cost[drops[0]]:.6g} to {cost[drops[0] + 1]:.6g} "
+        f"as lam rises past {grid[drops[0]]:.6g}"
+    )
     assert np.allclose(share.sum(axis=1), 1.0), "traffic shares do not sum to 1"
     if isinstance(policy, ScorePolicy):  # the fast sweep must agree with deciding point by point
         for k in np.linspace(0, len(grid) - 1, min(len(grid), 6)).astype(int):
             _, c, _ = policy.outcomes(float(grid[k]))
-            assert abs(c.mean() - cost[k]) <= 1e-9 * (1 + abs(cost[k])), f"curve() and outcomes() disagree at lam={grid[k]}"
+            assert abs(c.mean() - cost[k]) <= 1e-9 * (1 + abs(cost[k])), (
+                f"curve() and outcomes() disagree at lam={grid[k]}"
+            )
     if r.uses_outcomes_at_route_time:
         return
     queries = Queries.from_table(table)
@@ -232,7 +268,10 @@ def check_cost_monotone(router: Router, table: OutcomeTable) -> None:
     for lam in _lams(r, table):
         now = c_hat[rows, r.route_indices(queries, float(lam))]
         worse = np.flatnonzero(now < prev - _TOL * (1 + np.abs(prev)))
-        assert len(worse) == 0, f"prompt {worse[0]}'s predicted cost falls from {prev[worse[0]]:.6g} to {now[worse[0]]:.6g} at lam={lam}"
+        assert len(worse) == 0, (
+            f"prompt {worse[0]}'s predicted cost falls from {prev[worse[0]]:.6g} "
+            f"to {now[worse[0]]:.6g} at lam={lam}"
+        )
         prev = now
 
 
@@ -278,7 +317,9 @@ CHECKS: dict[str, Callable[[Router, OutcomeTable], None]] = {
 }
 
 
-def check_router(router_or_cls: Router | type, table: OutcomeTable | None = None, *, checks: list[str] | None = None) -> list[str]:
+def check_router(
+    router_or_cls: Router | type, table: OutcomeTable | None = None, *, checks: list[str] | None = None
+) -> list[str]:
     """Run the conformance checks on a router class or instance; returns the names of the checks run.
 
     Args:
@@ -306,5 +347,7 @@ def check_router(router_or_cls: Router | type, table: OutcomeTable | None = None
         except AssertionError as exc:
             raise AssertionError(f"{name} failed for {_name(router)}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - an unexpected error is a failure of that check too
-            raise AssertionError(f"{name} failed for {_name(router)}: raised {type(exc).__name__}: {exc}") from exc
+            raise AssertionError(
+                f"{name} failed for {_name(router)}: raised {type(exc).__name__}: {exc}"
+            ) from exc
     return names

@@ -27,8 +27,8 @@ blend           weighted mean of the quality of several sub-states (``meta["part
 Cost heads (``meta["cost"]["kind"]``): ``constant`` (per model, optionally per category) or ``tokens``
 (:func:`token_cost_head`: predicted input and output tokens times per-model prices).
 
-Featurisation (:func:`featurise`): ``encoder`` names a sentence encoder. ``hash-bow`` / ``hash-bow-<dim>`` is a
-hashing bag of words computed here (no model, no dependency); any other name is resolved by
+Featurisation (:func:`featurise`): ``encoder`` names a sentence encoder. ``hash-bow`` / ``hash-bow-<dim>``
+is a hashing bag of words computed here (no model, no dependency); any other name is resolved by
 ``routers.embeddings.embed`` when the workbench is importable, else by the ``embed_fn`` given to
 :func:`load_state` (the export folder passes its own).
 """
@@ -87,7 +87,9 @@ def decide(quality_hat: np.ndarray, cost_hat: np.ndarray, lam: float) -> np.ndar
     tied = utility >= best - tol
     # Among ties: the cheapest, then the better one (what lam slightly above 0 would pick), then the first.
     tied_cost = np.where(tied, cost_hat, np.inf)
-    cheapest = tied & (tied_cost <= tied_cost.min(axis=1, keepdims=True) + 1e-12 * (np.abs(cost_hat).max() + 1.0))
+    cheapest = tied & (
+        tied_cost <= tied_cost.min(axis=1, keepdims=True) + 1e-12 * (np.abs(cost_hat).max() + 1.0)
+    )
     return np.where(cheapest, -quality_hat, np.inf).argmin(axis=1)
 
 
@@ -137,7 +139,9 @@ def featurise(prompts: Sequence[str], encoder: str, embed_fn: EmbedFn | None = N
     try:
         from routers.embeddings import embed  # the workbench's cached encoders
     except ImportError as exc:  # pragma: no cover - only in an export folder without an embed_fn
-        raise ValueError(f"encoder {encoder!r} needs routers.embeddings or an embed_fn passed to load_state") from exc
+        raise ValueError(
+            f"encoder {encoder!r} needs routers.embeddings or an embed_fn passed to load_state"
+        ) from exc
     return np.asarray(embed(prompts, encoder=encoder), dtype=np.float32)
 
 
@@ -164,7 +168,7 @@ def category_index(categories: Sequence[str] | None, vocabulary: Sequence[str], 
 
 # ---------------------------------------------------------------------------------------------- heads
 def linear_head(x: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """Per-model logistic regression: ``sigmoid(x @ weights.T + bias)``; x (n, d), weights (m, d) -> (n, m)."""
+    """Per-model logistic regression: ``sigmoid(x @ weights.T + bias)``: (n, d) x (m, d) -> (n, m)."""
     return sigmoid(np.asarray(x, dtype=np.float64) @ np.asarray(weights, dtype=np.float64).T + bias)
 
 
@@ -215,7 +219,9 @@ def category_table_head(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.asarray(table, dtype=np.float64)[rows]
 
 
-def match_rules(prompts: Sequence[str], categories: Sequence[str] | None, rules: Sequence[dict[str, Any]]) -> np.ndarray:
+def match_rules(
+    prompts: Sequence[str], categories: Sequence[str] | None, rules: Sequence[dict[str, Any]]
+) -> np.ndarray:
     """Index of the first rule each prompt matches, ``len(rules)`` (the default) when none does.
 
     A rule matches when ALL its conditions hold: ``min_chars`` / ``max_chars`` (prompt length),
@@ -294,9 +300,13 @@ class LoadedRouter:
         embed_fn: ``(texts, encoder) -> (n, d)``; used for encoder names this module does not compute itself.
     """
 
-    def __init__(self, meta: dict[str, Any], arrays: dict[str, np.ndarray], embed_fn: EmbedFn | None = None) -> None:
+    def __init__(
+        self, meta: dict[str, Any], arrays: dict[str, np.ndarray], embed_fn: EmbedFn | None = None
+    ) -> None:
         if meta.get("format", STATE_FORMAT) != STATE_FORMAT:
-            raise ValueError(f"router state format {meta.get('format')} is not supported (expected {STATE_FORMAT})")
+            raise ValueError(
+                f"router state format {meta.get('format')} is not supported (expected {STATE_FORMAT})"
+            )
         if meta.get("kind") not in _KINDS:
             raise ValueError(f"unknown router state kind {meta.get('kind')!r}; known: {sorted(_KINDS)}")
         self.meta = meta
@@ -304,7 +314,10 @@ class LoadedRouter:
         self.kind: str = meta["kind"]
         self.models: tuple[str, ...] = tuple(meta["models"])
         self.embed_fn = embed_fn
-        self._parts = [LoadedRouter(pm, _sub_arrays(arrays, f"p{i}."), embed_fn) for i, pm in enumerate(meta.get("parts", []))]
+        self._parts = [
+            LoadedRouter(pm, _sub_arrays(arrays, f"p{i}."), embed_fn)
+            for i, pm in enumerate(meta.get("parts", []))
+        ]
 
     # ------------------------------------------------------------------ features
     def features(self, prompts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
@@ -318,7 +331,9 @@ class LoadedRouter:
         return x
 
     # ------------------------------------------------------------------ predictions
-    def predict_quality(self, prompts: Sequence[str], categories: Sequence[str] | None = None, *, x: np.ndarray | None = None) -> np.ndarray:
+    def predict_quality(
+        self, prompts: Sequence[str], categories: Sequence[str] | None = None, *, x: np.ndarray | None = None
+    ) -> np.ndarray:
         """Predicted quality per (prompt, model), shape (n, m)."""
         prompts = _as_list(prompts)
         a, n = self.arrays, len(prompts)
@@ -347,12 +362,16 @@ class LoadedRouter:
             return linear_head(x, a["weights"], a["bias"])
         if kind == "knn":
             m = self.meta
-            return knn_head(x, a["train_x"], a["train_quality"], m["k"], a["prior"], m["prior_weight"], m["temperature"])
+            return knn_head(
+                x, a["train_x"], a["train_quality"], m["k"], a["prior"], m["prior_weight"], m["temperature"]
+            )
         if kind == "mf":
             return mf_head(x, a["projection"], a["model_vectors"], a["bias"])
         raise ValueError(f"no quality head for kind {kind!r}")  # pragma: no cover - guarded in __init__
 
-    def predict_cost(self, prompts: Sequence[str], categories: Sequence[str] | None = None, *, x: np.ndarray | None = None) -> np.ndarray:
+    def predict_cost(
+        self, prompts: Sequence[str], categories: Sequence[str] | None = None, *, x: np.ndarray | None = None
+    ) -> np.ndarray:
         """Predicted dollars per (prompt, model), shape (n, m)."""
         prompts = _as_list(prompts)
         n, a = len(prompts), self.arrays
@@ -367,7 +386,9 @@ class LoadedRouter:
             return category_table_head(rows, a["cost_table"])
         return np.broadcast_to(a["cost_per_model"], (n, len(self.models))).astype(float)
 
-    def route_indices(self, prompts: Sequence[str], lam: float, categories: Sequence[str] | None = None) -> np.ndarray:
+    def route_indices(
+        self, prompts: Sequence[str], lam: float, categories: Sequence[str] | None = None
+    ) -> np.ndarray:
         """Index into ``models`` of the chosen model per prompt at operating point ``lam``."""
         prompts = _as_list(prompts)
         if not np.isfinite(lam) or lam < 0:
@@ -377,17 +398,25 @@ class LoadedRouter:
             return np.full(n, int(self.meta["model_index"]), dtype=int)
         if self.kind == "random-mix":
             u = unit_hash(prompts, int(self.meta["seed"]))
-            return random_mix_choice(u, lam, float(self.meta["break_even"]), int(self.meta["weak"]), int(self.meta["strong"]))
+            return random_mix_choice(
+                u, lam, float(self.meta["break_even"]), int(self.meta["weak"]), int(self.meta["strong"])
+            )
         x = None
         if self.meta.get("encoder") and self.kind != "blend" and (self.kind != "category"):
             x = self.features(prompts, categories)  # computed once for both heads
-        choice = decide(self.predict_quality(prompts, categories, x=x), self.predict_cost(prompts, categories, x=x), lam)
+        choice = decide(
+            self.predict_quality(prompts, categories, x=x), self.predict_cost(prompts, categories, x=x), lam
+        )
         if self.kind == "rules":
-            pinned = np.asarray(self.arrays["pinned_model"])[match_rules(prompts, categories, self.meta["rules"])]
+            pinned = np.asarray(self.arrays["pinned_model"])[
+                match_rules(prompts, categories, self.meta["rules"])
+            ]
             choice = np.where(pinned >= 0, pinned, choice)
         return choice
 
-    def route(self, prompts: Sequence[str] | str, lam: float, categories: Sequence[str] | None = None) -> list[str] | str:
+    def route(
+        self, prompts: Sequence[str] | str, lam: float, categories: Sequence[str] | None = None
+    ) -> list[str] | str:
         """Model name per prompt (a single name when given a single prompt string)."""
         single = isinstance(prompts, str)
         cats = [categories] if single and isinstance(categories, str) else categories
@@ -407,7 +436,9 @@ def _sub_arrays(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndar
     return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def load_state(meta: dict[str, Any], arrays: dict[str, np.ndarray], embed_fn: EmbedFn | None = None) -> LoadedRouter:
+def load_state(
+    meta: dict[str, Any], arrays: dict[str, np.ndarray], embed_fn: EmbedFn | None = None
+) -> LoadedRouter:
     """Rebuild a router from ``export_state()`` output (or from the JSON + ``.npz`` of an export folder).
 
     Example:

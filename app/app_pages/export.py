@@ -117,6 +117,7 @@ est = " (ESTIMATED)" if summary["cost_estimated"] else ""
 
 def _ci(key: str, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
     lo, hi = summary[f"{key}_ci"]
+
     def f(x: float | None) -> str:
         return "—" if x is None else fmt.format(x * scale)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import tagging
+from app import services, tagging
 from evals.exceptions import WorkbenchError
 from evals.paths import cache_dir
 
@@ -19,9 +19,11 @@ with st.expander("Tag file format", expanded=False):
     st.markdown(
         "JSON Lines, UTF-8, one tag per line, appended and flushed to disk (fsync) the moment you click, so "
         "a closed tab loses nothing; opening the same file again resumes. Re-tagging a prompt appends a line "
-        "and "
-        "the **last line wins**. `prompt` and `category` are required; the rest is informational. It is a "
-        "`prompt -> category` mapping: `app.tagging.read_tags(path)` returns it as a dict."
+        "and the **last line wins**. `prompt` and `category` are required; the rest is informational. It is "
+        "a `prompt -> category` mapping: `app.tagging.read_tags(path)` returns it as a dict, and "
+        "`app.tagging.apply_tags(table, tags)` puts it in an outcome table's `category` column, which the "
+        "`category`, `classifier` / `cost-aware` (`use_category`) and `rules` (a `categories` rule) routers "
+        "learn from."
     )
     st.code(
         '{"prompt": "What is 2+2?", "category": "simple", "tagged_at": "2026-11-30T18:59:01Z", '
@@ -123,3 +125,21 @@ if store.tags:
         mime="application/jsonl",
         key="tag_download",
     )
+
+    st.subheader("Use the tags")
+    current = services.current_source()
+    st.caption(
+        "Put the tags into the category column of the task set in use "
+        f"(**{services.source_label(current)}**) where its prompts were tagged; the Compare page then "
+        "routes on them."
+    )
+    if st.button("Apply tags to the task set", key="tag_apply"):
+        try:
+            tagged = tagging.apply_tags(services.load_table(current), dict(store.tags))
+        except WorkbenchError as exc:
+            st.error(str(exc))
+        else:
+            path = services.save_table(tagged)
+            services.set_source(str(path))
+            n_tagged = tagged.card.extra["tagged_samples"]
+            st.success(f"{n_tagged} samples tagged; now using {path.name} (see Start / Compare).")

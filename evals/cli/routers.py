@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("routers", help="list the registered router strategies")
     sub = parser.add_subparsers(dest="routers_command", metavar="ACTION")
     sub.required = True
-    ls = sub.add_parser("list", help="print every registered strategy with a one-line description and its parameters")
+    ls = sub.add_parser(
+        "list", help="print every registered strategy with a one-line description and its parameters"
+    )
     ls.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     ls.set_defaults(func=_list)
 
@@ -31,12 +33,14 @@ def describe_routers() -> list[dict]:
             for p in sig.parameters.values()
             if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         }
-        out.append({
-            "name": name,
-            "description": cls.describe(),
-            "exportable": bool(getattr(cls, "exportable", True)),
-            "params": params,
-        })
+        out.append(
+            {
+                "name": name,
+                "description": cls.describe(),
+                "exportable": bool(getattr(cls, "exportable", True)),
+                "params": params,
+            }
+        )
     return out
 
 

@@ -12,7 +12,16 @@ from evals.outcomes import OutcomeTable
 from routers import runtime
 from routers.base import Policy, Queries, Router, ScorePolicy
 
-__all__ = ["EmbeddingRouter", "FixedPolicy", "PinnedPolicy", "RuntimeRouter", "fit_logistic", "category_vocabulary", "per_category_mean", "resolve_model"]
+__all__ = [
+    "EmbeddingRouter",
+    "FixedPolicy",
+    "PinnedPolicy",
+    "RuntimeRouter",
+    "fit_logistic",
+    "category_vocabulary",
+    "per_category_mean",
+    "resolve_model",
+]
 
 
 class RuntimeRouter(Router):
@@ -55,7 +64,9 @@ class RuntimeRouter(Router):
 class FixedPolicy(Policy):
     """A policy whose choice per sample does not depend on the operating point (a single model)."""
 
-    def __init__(self, models: Sequence[str], choice: np.ndarray, quality: np.ndarray, cost: np.ndarray) -> None:
+    def __init__(
+        self, models: Sequence[str], choice: np.ndarray, quality: np.ndarray, cost: np.ndarray
+    ) -> None:
         self.models = tuple(models)
         self.choice = np.asarray(choice, dtype=int)
         rows = np.arange(len(self.choice))
@@ -88,7 +99,11 @@ class PinnedPolicy(Policy):
         """See :meth:`Policy.outcomes`."""
         choice, cost, qual = self.inner.outcomes(lam)
         pin = self._is_pinned
-        return np.where(pin, self.pinned, choice), np.where(pin, self._pc, cost), np.where(pin, self._pq, qual)
+        return (
+            np.where(pin, self.pinned, choice),
+            np.where(pin, self._pc, cost),
+            np.where(pin, self._pq, qual),
+        )
 
     def grid(self, n_points: int = 200) -> np.ndarray:
         """The inner scoring policy's grid (pinned samples do not move)."""
@@ -100,7 +115,9 @@ def category_vocabulary(train: OutcomeTable) -> list[str]:
     return sorted({str(c) for c in train.categories if str(c)})
 
 
-def per_category_mean(values: np.ndarray, cats: np.ndarray, vocabulary: Sequence[str], smoothing: float) -> np.ndarray:
+def per_category_mean(
+    values: np.ndarray, cats: np.ndarray, vocabulary: Sequence[str], smoothing: float
+) -> np.ndarray:
     """Per category, per column mean of ``values`` shrunk towards the global column mean.
 
     Row ``j`` = ``(sum over category j + smoothing * global_mean) / (count_j + smoothing)`` (additive,
@@ -135,7 +152,10 @@ class EmbeddingRouter(RuntimeRouter):
     _normalise: bool = False
 
     def _features_meta(self, train: OutcomeTable) -> dict[str, Any]:
-        meta: dict[str, Any] = {"encoder": str(self.encoder), "use_category": bool(getattr(self, "use_category", False))}
+        meta: dict[str, Any] = {
+            "encoder": str(self.encoder),
+            "use_category": bool(getattr(self, "use_category", False)),
+        }
         if meta["use_category"]:
             meta["categories"] = category_vocabulary(train)
             meta["category_scale"] = float(self._category_scale)
@@ -162,7 +182,9 @@ class EmbeddingRouter(RuntimeRouter):
         return probe.features(train.prompts, [str(c) for c in train.categories])
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, c: float, random_state: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, c: float, random_state: int | None = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-column logistic regression of scores ``y`` (n, m) in [0, 1] on ``x``: (weights (m, d), bias (m,)).
 
     Fractional scores (judge grades) are fitted as soft labels: each row counts as a positive with weight

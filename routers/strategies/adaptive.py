@@ -21,8 +21,9 @@ watch per-segment success and fall back to a stronger model when a cheap one deg
 
 Evaluation replays a table's samples **in arrival order** (row order): route, then feed back the recorded
 score of the model routed to, starting each operating point from a fresh copy of the fitted prior. All
-operating points are simulated together (one pass over the stream, numpy over the points), with the same
-exploration draws for every point (common random numbers), so the sweep is deterministic for a seed.
+operating points are simulated together (one pass over the stream, numpy over the points). A request
+explores iff a seeded hash of its prompt is below ``explore``, live and in replay alike (the same draws at
+every point), so a decision is a pure function of (state, request, lam) and a sweep is deterministic.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from evals.exceptions import ConfigError, SchemaError
 from evals.outcomes import OutcomeTable
 from routers.base import Policy, Queries, Router
 from routers.registry import register_router
+from routers.runtime import STATE_FORMAT, unit_hash
 
-__all__ = ["AdaptivePolicy", "AdaptiveRouter"]
+__all__ = ["AdaptivePolicy", "AdaptiveRouter", "apply_feedback", "explore_choice", "posterior_head"]
 
 _UNKNOWN = ""  # the category of requests that carry none
 
@@ -58,7 +60,8 @@ class AdaptiveRouter(Router):
         explore: Probability of sending a request to the model the prior would pick when the posterior has
             backed off from it (re-tries a model so it can recover), in [0, 1).
         smoothing: Pseudo-count that shrinks per-category train rates toward the model's overall rate.
-        random_state: Seed of the exploration draws.
+        random_state: Seed of the exploration draws (an integer: a request explores iff a seeded hash of its
+            prompt falls below ``explore``, so the decision is a pure function of state and request).
     """
 
     exportable = False  # its state changes with feedback; the numpy runtime has no feedback head (see report)
@@ -102,7 +105,6 @@ class AdaptiveRouter(Router):
         self.prior_rate_ = np.clip(np.asarray(rates, dtype=float), 1e-3, 1 - 1e-3)
         # Live state: discounted (successes, failures) per (category, model); starts empty (= the prior).
         self.evidence_ = np.zeros((len(self.categories_), len(self.models_), 2))
-        self.rng_ = np.random.default_rng(self.random_state)
 
     def _cat_rows(self, categories: Sequence[str] | None, n: int) -> np.ndarray:
         index = {c: j for j, c in enumerate(self.categories_)}
@@ -118,9 +120,7 @@ class AdaptiveRouter(Router):
         if n is None:
             n = 1 if categories is None else len(categories)
         rows = self._cat_rows(categories, n)
-        a0 = self.prior_strength * self.prior_rate_[rows]
-        s, f = self.evidence_[rows, :, 0], self.evidence_[rows, :, 1]
-        return (a0 + s) / (float(self.prior_strength) + s + f)
+        return posterior_head(rows, self.prior_rate_, self.evidence_, float(self.prior_strength))
 
     def predict_quality(self, queries: Queries) -> np.ndarray:
         """The posterior mean success per (query, model) for the query's category (unknown: the overall)."""
@@ -129,12 +129,10 @@ class AdaptiveRouter(Router):
     def route_indices(self, queries: Queries, lam: float) -> np.ndarray:
         """Argmax of ``lam * posterior - cost``; with chance ``explore`` the prior's pick if backed off."""
         self._check_fitted()
-        q = self.predict_quality(queries)
-        c = self.cost_per_model_
-        choice = _decide_rows(q, c, lam)
-        prior_pick = _decide_rows(self.prior_rate_[self._cat_rows(queries.categories, len(queries))], c, lam)
-        u = self.rng_.random(len(queries))
-        return np.where((u < float(self.explore)) & (prior_pick != choice), prior_pick, choice)
+        rows = self._cat_rows(queries.categories, len(queries))
+        q = posterior_head(rows, self.prior_rate_, self.evidence_, float(self.prior_strength))
+        u = unit_hash(queries.prompts, int(self.random_state))
+        return explore_choice(q, self.prior_rate_[rows], self.cost_per_model_, lam, u, float(self.explore))
 
     def update(self, category: str | None, model: str, score: float) -> None:
         """Feed back the quality of one answer (what the proxy's feedback endpoint calls).
@@ -153,11 +151,38 @@ class AdaptiveRouter(Router):
         score = float(score)
         if not 0.0 <= score <= 1.0:
             raise SchemaError(f"feedback score must be in [0, 1], got {score!r}")
-        g = self._cat_rows([category or ""], 1)[0]
-        self.evidence_[g] *= float(self.forgetting)
-        j = self.models_.index(model)
-        self.evidence_[g, j, 0] += score
-        self.evidence_[g, j, 1] += 1.0 - score
+        g = int(self._cat_rows([category or ""], 1)[0])
+        apply_feedback(self.evidence_, g, self.models_.index(model), score, float(self.forgetting))
+
+    def export_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted prior and the current evidence as ``(meta, arrays)`` for a runtime ``adaptive`` head.
+
+        ``meta``: kind ``adaptive``, ``adaptive: True`` (the proxy then accepts feedback), models, categories
+        (the last table row is the unknown category), ``prior_strength``, ``forgetting``, ``explore``,
+        ``seed``.
+        ``arrays``: ``prior_rate`` (G, m), ``evidence`` (G, m, 2), ``cost_per_model`` (m,). The math is
+        :func:`posterior_head`, :func:`apply_feedback` and :func:`explore_choice` (numpy only, to copy into
+        the runtime). The class stays ``exportable = False`` until the runtime has that head.
+        """
+        self._check_fitted()
+        meta = {
+            "format": STATE_FORMAT,
+            "kind": "adaptive",
+            "adaptive": True,
+            "models": list(self.models_),
+            "categories": list(self.categories_[:-1]),
+            "prior_strength": float(self.prior_strength),
+            "forgetting": float(self.forgetting),
+            "explore": float(self.explore),
+            "seed": int(self.random_state),
+            "cost": {"kind": "constant"},
+        }
+        arrays = {
+            "prior_rate": self.prior_rate_.copy(),
+            "evidence": self.evidence_.copy(),
+            "cost_per_model": np.asarray(self.cost_per_model_, dtype=float).copy(),
+        }
+        return meta, arrays
 
     def get_state(self) -> dict[str, dict[str, list[float]]]:
         """The live evidence as JSON-able ``{category: {model: [successes, failures]}}`` (shareable)."""
@@ -185,10 +210,9 @@ class AdaptiveRouter(Router):
         self.evidence_ = new
 
     def reset_state(self) -> None:
-        """Forget all feedback (back to the fitted prior) and restart the exploration draws."""
+        """Forget all feedback (back to the fitted prior)."""
         self._check_fitted()
         self.evidence_ = np.zeros_like(self.evidence_)
-        self.rng_ = np.random.default_rng(self.random_state)
 
     # ------------------------------------------------------------------ replay
     def policy(self, table: OutcomeTable, *, use_categories: bool = True) -> AdaptivePolicy:
@@ -206,8 +230,39 @@ class AdaptiveRouter(Router):
             prior_strength=float(self.prior_strength),
             forgetting=float(self.forgetting),
             explore=float(self.explore),
-            random_state=self.random_state,
+            draws=unit_hash(list(table.prompts), int(self.random_state)),
         )
+
+
+def posterior_head(
+    rows: np.ndarray, prior_rate: np.ndarray, evidence: np.ndarray, prior_strength: float
+) -> np.ndarray:
+    """Posterior mean success per (request, model): ``(k * prior + s) / (k + s + f)`` for each request's row.
+
+    Args:
+        rows: Category row per request (the last row = unknown category).
+        prior_rate: Prior success per (row, model), shape (G, m).
+        evidence: Discounted (successes, failures) per (row, model), shape (G, m, 2).
+        prior_strength: ``k``, the prior's weight in observations.
+    """
+    s, f = evidence[rows, :, 0], evidence[rows, :, 1]
+    return (prior_strength * prior_rate[rows] + s) / (prior_strength + s + f)
+
+
+def apply_feedback(evidence: np.ndarray, row: int, model: int, score: float, forgetting: float) -> None:
+    """In place: fade all evidence in ``row`` by ``forgetting``, then count ``score`` for ``model``."""
+    evidence[row] *= forgetting
+    evidence[row, model, 0] += score
+    evidence[row, model, 1] += 1.0 - score
+
+
+def explore_choice(
+    posterior: np.ndarray, prior: np.ndarray, cost: np.ndarray, lam: float, u: np.ndarray, explore: float
+) -> np.ndarray:
+    """The decision: argmax of ``lam * posterior - cost``; where ``u < explore``, the prior's pick."""
+    choice = _decide_rows(posterior, cost, lam)
+    prior_pick = _decide_rows(prior, cost, lam)
+    return np.where(u < explore, prior_pick, choice)
 
 
 def _decide_rows(q: np.ndarray, cost: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
@@ -234,7 +289,8 @@ class AdaptivePolicy(Policy):
         cost_hat: The cost the decision uses per model (mean train cost).
         quality: Realised scores (n, m), fed back after each decision.
         cost: Realised costs (n, m).
-        prior_strength, forgetting, explore, random_state: As in :class:`AdaptiveRouter`.
+        prior_strength, forgetting, explore: As in :class:`AdaptiveRouter`.
+        draws: Per request, a uniform number in [0, 1); it explores iff the number is below ``explore``.
     """
 
     def __init__(
@@ -249,7 +305,7 @@ class AdaptivePolicy(Policy):
         prior_strength: float,
         forgetting: float,
         explore: float,
-        random_state: Any,
+        draws: np.ndarray,
     ) -> None:
         self.models = tuple(models)
         self.cat_rows = np.asarray(cat_rows, dtype=int)
@@ -260,8 +316,8 @@ class AdaptivePolicy(Policy):
         self.prior_strength = prior_strength
         self.forgetting = forgetting
         self.explore = explore
-        # One exploration draw per request, shared by every operating point.
-        self.draws = np.random.default_rng(random_state).random(len(self.cat_rows))
+        # One exploration draw per request, shared by every operating point (common random numbers).
+        self.draws = np.asarray(draws, dtype=float)
         self._cache: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def simulate(self, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -30,7 +30,9 @@ def cheapest_model_index(quality: np.ndarray, cost: np.ndarray) -> int:
 
 @register_router("single")
 class SingleModelRouter(RuntimeRouter):
-    """Send every request to one model (default: the best on the train part). Source: the usual baseline.
+    """Send every request to one model (default: the best on the train part).
+
+    Source: the baseline of every routing paper (RouterBench, RouteLLM).
 
     The operating point does not move it: its frontier is a single point.
 
@@ -61,7 +63,9 @@ class SingleModelRouter(RuntimeRouter):
 
 
 class _RandomMixPolicy(Policy):
-    def __init__(self, models: tuple[str, ...], u: np.ndarray, meta: dict[str, Any], table: OutcomeTable) -> None:
+    def __init__(
+        self, models: tuple[str, ...], u: np.ndarray, meta: dict[str, Any], table: OutcomeTable
+    ) -> None:
         self.models, self.u, self.meta = models, u, meta
         self.quality, self.cost = table.quality, table.cost
 
@@ -80,7 +84,9 @@ class _RandomMixPolicy(Policy):
 
 @register_router("random-mix")
 class RandomMixRouter(RuntimeRouter):
-    """Send a random share of requests to a strong model, the rest to a weak one. Source: RouteLLM's random baseline.
+    """Send a random share of requests to a strong model, the rest to a weak one.
+
+    Source: RouteLLM's random router baseline (Ong et al. 2024).
 
     The operating point sets the strong share: ``share = lam / (lam + break_even)``, where ``break_even`` is
     the willingness to pay at which the strong model's extra train quality is worth its extra train cost
@@ -106,7 +112,12 @@ class RandomMixRouter(RuntimeRouter):
         dq = max(float(q[:, s].mean() - q[:, w].mean()), 1e-6)
         dc = max(float(c[:, s].mean() - c[:, w].mean()), 1e-12)
         meta = self._base_meta(
-            "random-mix", weak=w, strong=s, seed=int(self.random_state or 0), break_even=dc / dq, cost={"kind": "constant"}
+            "random-mix",
+            weak=w,
+            strong=s,
+            seed=int(self.random_state or 0),
+            break_even=dc / dq,
+            cost={"kind": "constant"},
         )
         arrays = {"quality_prior": q.mean(axis=0), "cost_per_model": self.cost_per_model_}
         self.state_ = (meta, arrays)
@@ -121,12 +132,14 @@ class RandomMixRouter(RuntimeRouter):
 
 @register_router("oracle")
 class OracleRouter(Router):
-    """The cheapest model that answers well, read from the recorded outcomes. Source: RouterBench's Oracle.
+    """The cheapest model that answers well, read from the recorded outcomes.
+
+    Source: the Oracle of RouterBench (Hu et al. 2024) and RouteLLM's "optimal" curve.
 
     A reference line, not a router: it looks at each sample's realised scores, so it cannot route a new
     request (``exportable = False``). At operating point ``lam`` it picks ``argmax lam * score - cost`` over
-    the *realised* scores and costs: ``lam = 0`` is the cheapest model, a large ``lam`` the cheapest model with
-    the best realised score (the upper bound of any router).
+    the *realised* scores and costs: ``lam = 0`` is the cheapest model, a large ``lam`` the cheapest
+    model with the best realised score (the upper bound of any router).
     """
 
     exportable = False
@@ -138,7 +151,10 @@ class OracleRouter(Router):
     def predict_quality(self, queries: Queries) -> np.ndarray:
         """Not available: the oracle needs recorded outcomes (use :meth:`policy` on a table)."""
         self._check_fitted()
-        raise ConfigError("the oracle decides from recorded outcomes; replay it with .policy(table), it cannot route new prompts")
+        raise ConfigError(
+            "the oracle decides from recorded outcomes; replay it with .policy(table), "
+            "it cannot route new prompts"
+        )
 
     def policy(self, table: OutcomeTable, *, use_categories: bool = True) -> Policy:
         """The sweep over the table's realised scores and costs."""

@@ -13,7 +13,9 @@ __all__ = ["CategoryRouter"]
 
 @register_router("category")
 class CategoryRouter(RuntimeRouter):
-    """Per category, each model's mean train quality (smoothed). Source: the per-task baseline of RouterBench.
+    """Per category, each model's mean train quality (smoothed); unknown category -> global means.
+
+    Source: the per-task "best model per category" baseline of RouterBench (Hu et al. 2024).
 
     Quality of model ``m`` in category ``c`` = ``(correct_mc + smoothing * q_m) / (n_c + smoothing)``, where
     ``q_m`` is the model's global train mean (additive, Laplace-style smoothing towards it); a request whose

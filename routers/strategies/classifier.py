@@ -11,9 +11,12 @@ __all__ = ["ClassifierRouter"]
 
 @register_router("classifier")
 class ClassifierRouter(EmbeddingRouter):
-    """Per-model logistic regression on prompt embeddings (+ one-hot category). Source: RouteLLM's BERT/causal-LM classifiers, Hybrid LLM (Ding et al. 2024).
+    """Per-model logistic regression on prompt embeddings (+ one-hot category): P(good answer).
 
-    For each model ``m``: ``P(good answer | prompt) = sigmoid(w_m . [embed(prompt), onehot(category)] + b_m)``,
+    Source: the difficulty classifiers of Hybrid LLM (Ding et al. 2024) and RouteLLM's BERT classifier,
+    here one linear head per model on sentence embeddings.
+
+    For each model ``m``: ``P(good | prompt) = sigmoid(w_m . [embed(prompt), onehot(category)] + b_m)``,
     fitted on the train table's scores (soft labels for fractional scores). An unknown or absent category
     contributes nothing (all-zero one-hot), so the router works on live traffic without categories.
 

@@ -12,7 +12,10 @@ __all__ = ["CostAwareRouter", "fit_prices"]
 
 
 def fit_prices(train: OutcomeTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per model: (prices (m, 3) = $/input token, $/output token, $/request), input-token model (m, 2), has_tokens (m,).
+    """Per-model prices and input-token model from a train table.
+
+    Returns ``(prices (m, 3) = $/input token, $/output token, $/request; input-token model (m, 2);
+    has_tokens (m,))``.
 
     Prices are recovered from the train table by non-negative least squares of ``cost_usd`` on
     ``[input_tokens, output_tokens, 1]`` (exact when costs were computed from a price table, as in every
@@ -42,7 +45,9 @@ def fit_prices(train: OutcomeTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 @register_router("cost-aware")
 class CostAwareRouter(EmbeddingRouter):
-    """Predicts per model both the chance of a good answer and the answer's length, hence its price. Source: CARROT (Somerstep et al. 2025).
+    """Predicts per model both the chance of a good answer and the answer's length, hence its price.
+
+    Source: CARROT (Somerstep et al. 2025), which routes on predicted quality and predicted cost.
 
     Quality: per-model logistic regression on the prompt embedding (+ category), as ``classifier``. Cost per
     (prompt, model) = ``predicted_input_tokens * price_in + predicted_output_tokens * price_out + fee``, with
@@ -59,7 +64,9 @@ class CostAwareRouter(EmbeddingRouter):
 
     _test_params = {"encoder": "hash-bow-256"}
 
-    def __init__(self, *, encoder: str = "minilm", use_category: bool = True, C: float = 1.0, alpha: float = 1.0):
+    def __init__(
+        self, *, encoder: str = "minilm", use_category: bool = True, C: float = 1.0, alpha: float = 1.0
+    ):
         self.encoder = encoder
         self.use_category = use_category
         self.C = C

@@ -1,4 +1,4 @@
-"""An ensemble: average the predicted quality of several exportable routers (e.g. kNN + classifier + category)."""
+"""An ensemble: the averaged predicted quality of several exportable routers (e.g. MF + kNN + category)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,10 @@ DEFAULT_MEMBERS: list[dict[str, Any]] = [
 
 @register_router("ensemble")
 class EnsembleRouter(RuntimeRouter):
-    """Weighted mean of several routers' predicted quality per (prompt, model). Source: model averaging; RouterBench and RouteLLM compare such learned routers, which make different errors.
+    """Weighted mean of several routers' predicted quality per (prompt, model).
+
+    Source: model averaging (Breiman's bagging spirit) over the learned routers of RouterBench and RouteLLM,
+    which make different errors.
 
     Members are router specs with a ``weight``; each is fitted on the same train table, and ``encoder`` is
     passed to every member that takes one (unless the member sets its own). Averaging the probability of a
@@ -38,13 +41,18 @@ class EnsembleRouter(RuntimeRouter):
         random_state: Passed to members that take one.
     """
 
-    _test_params = {"encoder": "hash-bow-256", "members": [
-        {"name": "classifier", "params": {}, "weight": 1.0},
-        {"name": "knn", "params": {"k": 3}, "weight": 1.0},
-        {"name": "category", "params": {}, "weight": 0.5},
-    ]}
+    _test_params = {
+        "encoder": "hash-bow-256",
+        "members": [
+            {"name": "classifier", "params": {}, "weight": 1.0},
+            {"name": "knn", "params": {"k": 3}, "weight": 1.0},
+            {"name": "category", "params": {}, "weight": 0.5},
+        ],
+    }
 
-    def __init__(self, *, members: list[dict[str, Any]] | None = None, encoder: str = "minilm", random_state: int = 0):
+    def __init__(
+        self, *, members: list[dict[str, Any]] | None = None, encoder: str = "minilm", random_state: int = 0
+    ):
         self.members = members
         self.encoder = encoder
         self.random_state = random_state
@@ -62,8 +70,11 @@ class EnsembleRouter(RuntimeRouter):
                 raise ConfigError(f"ensemble member {i + 1} ({spec['name']}) has a negative weight {weight}")
             router = make_router({"name": spec["name"], "params": spec.get("params") or {}})
             names = router._get_param_names()
-            extra = {k: v for k, v in (("encoder", self.encoder), ("random_state", self.random_state))
-                     if k in names and k not in (spec.get("params") or {})}
+            extra = {
+                k: v
+                for k, v in (("encoder", self.encoder), ("random_state", self.random_state))
+                if k in names and k not in (spec.get("params") or {})
+            }
             router.set_params(**extra)
             if not hasattr(router, "export_state"):
                 raise ConfigError(f"ensemble member {spec['name']!r} is not exportable (no runtime state)")
@@ -81,7 +92,9 @@ class EnsembleRouter(RuntimeRouter):
         for i, (_, part_arrays) in enumerate(parts):
             arrays.update({f"p{i}.{k}": v for k, v in part_arrays.items()})
         meta = self._base_meta(
-            "blend", weights=weights, parts=[m for m, _ in parts],
+            "blend",
+            weights=weights,
+            parts=[m for m, _ in parts],
             cost={"kind": "constant", "per_category": True, "categories": vocab},
         )
         self.state_ = (meta, arrays)

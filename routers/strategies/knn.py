@@ -13,11 +13,13 @@ __all__ = ["KNNRouter"]
 
 @register_router("knn")
 class KNNRouter(EmbeddingRouter):
-    """Similarity-weighted per-model quality of the k most similar train prompts. Source: RouterBench's KNN router; RouteLLM's similarity-weighted ranking.
+    """Similarity-weighted per-model quality of the k most similar train prompts.
 
-    Cosine similarity on L2-normalised embeddings; neighbour weights ``exp((sim - max_sim) / temperature)``; the
-    estimate is shrunk towards each model's global train mean with ``prior_weight`` pseudo-neighbours. With
-    ``use_category`` the one-hot category (scaled by 0.5) is appended before normalising, which raises the
+    Source: the KNN router of RouterBench (Hu et al. 2024); RouteLLM's similarity-weighted ranking.
+
+    Cosine similarity on L2-normalised embeddings; neighbour weights ``exp((sim - max_sim) / temperature)``;
+    the estimate is shrunk towards each model's global train mean with ``prior_weight`` pseudo-neighbours.
+    With ``use_category`` the one-hot category (scaled by 0.5) is appended before normalising, raising the
     similarity of same-subject prompts; requests without a category simply lose that bonus.
 
     Args:
@@ -51,8 +53,12 @@ class KNNRouter(EmbeddingRouter):
         fmeta = self._features_meta(train)
         x = self._train_features(train, fmeta).astype(np.float32)
         meta = self._base_meta(
-            "knn", **fmeta, k=int(self.k), temperature=float(self.temperature),
-            prior_weight=float(self.prior_weight), cost={"kind": "constant"},
+            "knn",
+            **fmeta,
+            k=int(self.k),
+            temperature=float(self.temperature),
+            prior_weight=float(self.prior_weight),
+            cost={"kind": "constant"},
         )
         arrays = {
             "train_x": x,

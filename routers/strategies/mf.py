@@ -13,7 +13,10 @@ __all__ = ["MFRouter"]
 
 @register_router("mf")
 class MFRouter(EmbeddingRouter):
-    """Quality = sigmoid(<W x_prompt, v_model> + b_model), learned jointly. Source: RouteLLM's matrix-factorisation router (Ong et al. 2024), generalised from a strong/weak pair to N models.
+    """Matrix factorisation: quality = sigmoid(<W x_prompt, v_model> + b_model), learned jointly.
+
+    Source: RouteLLM's matrix-factorisation router (Ong et al. 2024), generalised from a strong/weak pair
+    to N models.
 
     A projection ``W`` (dim x d) of the prompt embedding and one vector ``v_m`` per model are trained
     together with binary cross-entropy on every (train prompt, model) score, Adam, full-batch, seeded; the

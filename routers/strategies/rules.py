@@ -39,11 +39,19 @@ from routers.strategies._common import PinnedPolicy, RuntimeRouter, per_category
 
 __all__ = ["RulesRouter", "load_rules"]
 
-_CONDITIONS = {"min_chars": (int,), "max_chars": (int,), "keywords": (list,), "regex": (str,), "categories": (list,)}
+_CONDITIONS = {
+    "min_chars": (int,),
+    "max_chars": (int,),
+    "keywords": (list,),
+    "regex": (str,),
+    "categories": (list,),
+}
 _KEYS = set(_CONDITIONS) | {"name", "model", "segment"}
 
 
-def load_rules(config: str | None, rules: list[dict[str, Any]] | None, default_model: str | None) -> tuple[list[dict[str, Any]], str | None]:
+def load_rules(
+    config: str | None, rules: list[dict[str, Any]] | None, default_model: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
     """Read and validate rules from a TOML file or an inline list; returns (rules, default_model).
 
     Raises:
@@ -63,18 +71,24 @@ def load_rules(config: str | None, rules: list[dict[str, Any]] | None, default_m
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
         unknown = set(data) - {"rules", "default_model"}
         if unknown:
-            raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}; expected 'rules', 'default_model'")
+            raise ConfigError(
+                f"{path}: unknown top-level key(s) {sorted(unknown)}; expected 'rules', 'default_model'"
+            )
         rules = data.get("rules", [])
         default_model = data.get("default_model", default_model)
         where = str(path)
     out = []
     for i, rule in enumerate(rules or []):
-        label = f"{where} rule {i + 1}" + (f" ({rule.get('name')!r})" if isinstance(rule, dict) and rule.get("name") else "")
+        label = f"{where} rule {i + 1}" + (
+            f" ({rule.get('name')!r})" if isinstance(rule, dict) and rule.get("name") else ""
+        )
         if not isinstance(rule, dict):
             raise ConfigError(f"{label}: a rule must be a table/dict, got {type(rule).__name__}")
         bad = set(rule) - _KEYS
         if bad:
-            raise ConfigError(f"{label}: unknown key(s) {sorted(bad)}; valid keys: {', '.join(sorted(_KEYS))}")
+            raise ConfigError(
+                f"{label}: unknown key(s) {sorted(bad)}; valid keys: {', '.join(sorted(_KEYS))}"
+            )
         if ("model" in rule) == ("segment" in rule):
             raise ConfigError(f"{label}: needs exactly one action, 'model' (pin) or 'segment'")
         for key, types in _CONDITIONS.items():
@@ -92,7 +106,9 @@ def load_rules(config: str | None, rules: list[dict[str, Any]] | None, default_m
 
 @register_router("rules")
 class RulesRouter(RuntimeRouter):
-    """First matching rule (length, keywords, regex, category) decides. Source: common practice; RouteLLM's baselines.
+    """First matching rule (prompt length, keywords, regex, category) decides; from a TOML file.
+
+    Source: the hand-written routing rules many teams start with (e.g. LiteLLM / gateway routing configs).
 
     A rule either *pins* a model (that request always goes there: the knob does not move it), or puts the
     request in a named *segment*. For a segment the router estimates, on the train table, each model's mean
@@ -126,7 +142,9 @@ class RulesRouter(RuntimeRouter):
         models = list(self.models_)
         for i, r in enumerate(rules):
             if "model" in r and r["model"] not in models:
-                raise ConfigError(f"rule {i + 1} pins model {r['model']!r}, which is not in the train table: {models}")
+                raise ConfigError(
+                    f"rule {i + 1} pins model {r['model']!r}, which is not in the train table: {models}"
+                )
         if default_model is not None and default_model not in models:
             raise ConfigError(f"default_model {default_model!r} is not in the train table: {models}")
         actions = [*rules, {"model": default_model} if default_model is not None else {"segment": "default"}]
@@ -150,7 +168,9 @@ class RulesRouter(RuntimeRouter):
         self._check_fitted()
         table = self._align(table)
         queries = Queries.from_table(table, use_categories=use_categories)
-        inner = ScorePolicy(self.models_, self.predict_quality(queries), self.predict_cost(queries), table.quality, table.cost)
+        inner = ScorePolicy(
+            self.models_, self.predict_quality(queries), self.predict_cost(queries), table.quality, table.cost
+        )
         rules = self.state_[0]["rules"]
         pinned = self.state_[1]["pinned_model"][match_rules(list(queries.prompts), queries.categories, rules)]
         return PinnedPolicy(inner, pinned)

@@ -10,6 +10,9 @@ from streamlit.testing.v1 import AppTest
 
 from evals.outcomes import DatasetCard, OutcomeTable
 
+#: AppTest timeout per run (s): generous, because CI machines may be shared and loaded.
+TIMEOUT = 300
+
 APP = Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py"
 
 #: (model, cost per call in $, skill): quality rises with price, so routing has something to find.
@@ -77,7 +80,7 @@ ROUTERS = ["category", "random-mix", "single"]
 
 def run_compare(routers: list[str] = ROUTERS, log: bool = False) -> AppTest:
     """Open the app, go to Compare, pick routers and run (shared by the drill-down and export tests)."""
-    at = AppTest.from_file(str(APP), default_timeout=120)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception, at.exception

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app_fixtures import APP, ROUTERS, frame_with, run_compare  # type: ignore[import-not-found]
+from app_fixtures import APP, ROUTERS, TIMEOUT, frame_with, run_compare  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
 
 def test_before_running_it_asks_to_run(app_env: Path) -> None:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     at.switch_page("app_pages/compare.py").run()
     assert not at.exception, at.exception
@@ -67,7 +67,7 @@ def test_params_change_the_router_and_redraw_is_cached(app_env: Path, monkeypatc
 
 
 def test_bad_param_gives_a_clear_error(app_env: Path) -> None:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     at.switch_page("app_pages/compare.py").run()
     at.multiselect(key="cmp_routers").set_value(["rules"]).run()

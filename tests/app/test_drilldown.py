@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app_fixtures import APP, frame_with, run_compare  # type: ignore[import-not-found]
+from app_fixtures import APP, TIMEOUT, frame_with, run_compare  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
 
 def test_without_a_comparison_it_points_to_compare(app_env: Path) -> None:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     at.switch_page("app_pages/drilldown.py").run()
     assert not at.exception, at.exception

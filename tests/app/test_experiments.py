@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app_fixtures import APP, frame_with, run_compare  # type: ignore[import-not-found]
+from app_fixtures import APP, TIMEOUT, frame_with, run_compare  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
 
 def test_no_runs_yet(app_env: Path, mlflow_store: Path) -> None:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     at.switch_page("app_pages/experiments.py").run()
     assert not at.exception, at.exception

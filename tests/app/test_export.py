@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from app_fixtures import APP, frame_with, run_compare  # type: ignore[import-not-found]
+from app_fixtures import APP, TIMEOUT, frame_with, run_compare  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
 from app import services
 
 
 def test_without_a_comparison_it_points_to_compare(app_env: Path) -> None:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     at.switch_page("app_pages/export.py").run()
     assert not at.exception, at.exception
@@ -65,7 +65,7 @@ def test_export_from_comparison_matches_measured_decisions(app_env: Path) -> Non
 
 def test_export_from_mlflow_run(app_env: Path, mlflow_store: Path) -> None:
     run_compare(["category"], log=True)
-    at = AppTest.from_file(str(APP), default_timeout=120)  # a new session: only MLflow knows the run
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)  # a new session: only MLflow knows the run
     at.run()
     at.switch_page("app_pages/export.py").run()
     at.radio(key="exp_origin").set_value("mlflow").run()

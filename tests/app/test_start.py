@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_fixtures import APP  # type: ignore[import-not-found]
+from app_fixtures import APP, TIMEOUT  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
 
 def _start(app_env: Path) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception, at.exception
     return at

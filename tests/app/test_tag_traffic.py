@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from app_fixtures import APP  # type: ignore[import-not-found]
+from app_fixtures import APP, TIMEOUT  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
 LOG = (
@@ -17,7 +17,7 @@ LOG = (
 
 
 def _page(tag_file: Path) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     at.switch_page("app_pages/tag_traffic.py").run()
     assert not at.exception, at.exception
@@ -69,7 +69,7 @@ def test_custom_labels_and_skip(app_env: Path) -> None:
 
 
 def test_bad_log_is_rejected(app_env: Path) -> None:
-    at = AppTest.from_file(str(APP), default_timeout=60)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     at.switch_page("app_pages/tag_traffic.py").run()
     at.file_uploader(key="tag_log").upload("log.csv", b"id,body\n1,hello\n", "text/csv").run()

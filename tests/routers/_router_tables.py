@@ -33,10 +33,18 @@ def separable_table(n_per_level: int = 16) -> OutcomeTable:
             p = prompt(level, i)
             for model, cost in COSTS.items():
                 tout = {"easy": 10.0, "medium": 50.0, "hard": 200.0}[level]
-                rows.append(dict(
-                    sample_id=f"{level}-{i}", category=level, prompt=p, model=model, score=float(right(model, level)),
-                    cost_usd=cost * (0.5 + tout / 100.0), input_tokens=float(len(p) // 4), output_tokens=tout,
-                ))
+                rows.append(
+                    dict(
+                        sample_id=f"{level}-{i}",
+                        category=level,
+                        prompt=p,
+                        model=model,
+                        score=float(right(model, level)),
+                        cost_usd=cost * (0.5 + tout / 100.0),
+                        input_tokens=float(len(p) // 4),
+                        output_tokens=tout,
+                    )
+                )
     return OutcomeTable(pd.DataFrame(rows))
 
 

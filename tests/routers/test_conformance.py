@@ -17,7 +17,18 @@ def test_registered_router_conforms(name: str) -> None:
 
 
 def test_registry_holds_the_core_strategies() -> None:
-    expected = {"single", "random-mix", "oracle", "rules", "category", "classifier", "knn", "mf", "cost-aware", "ensemble"}
+    expected = {
+        "single",
+        "random-mix",
+        "oracle",
+        "rules",
+        "category",
+        "classifier",
+        "knn",
+        "mf",
+        "cost-aware",
+        "ensemble",
+    }
     assert expected <= set(router_registry.names())
 
 
@@ -27,11 +38,13 @@ def test_check_table_has_one_right_model_per_level() -> None:
     assert t.quality.mean(axis=0).tolist() == pytest.approx([1 / 3, 2 / 3, 1.0])
 
 
-# ---------------------------------------------------------------------------------------------- broken routers
+# ------------------------------------------------------------------------------------- broken routers
 class _Mean(Router):
     def predict_quality(self, queries: Queries) -> np.ndarray:
         self._check_fitted()
-        return np.broadcast_to(np.linspace(0.1, 0.9, len(self.models_)), (len(queries), len(self.models_))).copy()
+        return np.broadcast_to(
+            np.linspace(0.1, 0.9, len(self.models_)), (len(queries), len(self.models_))
+        ).copy()
 
 
 class _SetsStateInInit(_Mean):

@@ -15,7 +15,11 @@ import routers
 from routers import Queries, make_router, router_registry, runtime
 from routers.checks import check_table, router_for_check
 
-EXPORTABLE = [n for n in router_registry.names() if router_registry.get(n).exportable and hasattr(router_registry.get(n), "export_state")]
+EXPORTABLE = [
+    n
+    for n in router_registry.names()
+    if router_registry.get(n).exportable and hasattr(router_registry.get(n), "export_state")
+]
 
 
 def _saved_and_loaded(meta: dict, arrays: dict[str, np.ndarray]) -> runtime.LoadedRouter:
@@ -29,7 +33,17 @@ def _saved_and_loaded(meta: dict, arrays: dict[str, np.ndarray]) -> runtime.Load
 
 
 def test_the_core_routers_are_exportable() -> None:
-    assert {"single", "random-mix", "rules", "category", "classifier", "knn", "mf", "cost-aware", "ensemble"} <= set(EXPORTABLE)
+    assert {
+        "single",
+        "random-mix",
+        "rules",
+        "category",
+        "classifier",
+        "knn",
+        "mf",
+        "cost-aware",
+        "ensemble",
+    } <= set(EXPORTABLE)
 
 
 @pytest.mark.parametrize("name", EXPORTABLE)
@@ -38,14 +52,20 @@ def test_runtime_routes_exactly_like_the_router(name: str) -> None:
     router = router_for_check(router_registry.get(name)).fit(table)
     rt = _saved_and_loaded(*router.export_state())
     assert rt.models == router.models_
-    # Many prompts: the train ones, new ones, and odd ones (empty, unicode, long); with and without categories.
-    prompts = list(table.prompts) + [prompt(lv, 50 + i) for i in range(20) for lv in ("easy", "medium", "hard")]
+    # Many prompts: the train ones, new ones, odd ones (empty, unicode, long); with and without categories.
+    prompts = list(table.prompts) + [
+        prompt(lv, 50 + i) for i in range(20) for lv in ("easy", "medium", "hard")
+    ]
     prompts += ["", "¿Qué es 2+2? 🤔", "word " * 400]
     cats = [str(c) for c in table.categories] + ["easy", "medium", "hard"] * 20 + ["", "unseen", "hard"]
     for categories in (cats, None):
         q = Queries.of(prompts, categories)
-        np.testing.assert_allclose(rt.predict_quality(prompts, categories), router.predict_quality(q), rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(rt.predict_cost(prompts, categories), router.predict_cost(q), rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(
+            rt.predict_quality(prompts, categories), router.predict_quality(q), rtol=1e-9, atol=1e-12
+        )
+        np.testing.assert_allclose(
+            rt.predict_cost(prompts, categories), router.predict_cost(q), rtol=1e-9, atol=1e-15
+        )
         grid = router.policy(table).grid(20)
         for lam in (0.0, float(np.median(grid)), float(grid[-1])):
             assert rt.route(prompts, lam, categories) == router.route(q, lam), f"{name} differs at lam={lam}"
@@ -98,7 +118,9 @@ def test_an_embed_fn_replaces_the_workbench_encoders() -> None:
         calls.append(encoder)
         return runtime.hash_bow(texts, 256)
 
-    router = make_router({"name": "classifier", "params": {"encoder": "hash-bow-256", "use_category": False}}).fit(separable_table(6))
+    router = make_router(
+        {"name": "classifier", "params": {"encoder": "hash-bow-256", "use_category": False}}
+    ).fit(separable_table(6))
     meta, arrays = router.export_state()
     rt = runtime.load_state({**meta, "encoder": "my-encoder"}, arrays, embed_fn=fake)
     ps = [prompt("hard", 7), prompt("easy", 8)]
@@ -106,7 +128,9 @@ def test_an_embed_fn_replaces_the_workbench_encoders() -> None:
 
 
 def test_routing_a_batch_or_one_prompt_at_a_time_agrees() -> None:
-    router = make_router({"name": "knn", "params": {"encoder": "hash-bow-256", "k": 3}}).fit(separable_table(8))
+    router = make_router({"name": "knn", "params": {"encoder": "hash-bow-256", "k": 3}}).fit(
+        separable_table(8)
+    )
     rt = runtime.load_state(*router.export_state())
     ps = [prompt(lv, i) for i in range(30, 36) for lv in ("easy", "hard")]
     assert [rt.route(p, 0.05) for p in ps] == rt.route(ps, 0.05)

@@ -54,21 +54,22 @@ def drift() -> OutcomeTable:
     return _table(right, ["a"] * 300, "s")
 
 
-def test_backs_off_within_a_few_requests_and_recovers(train: OutcomeTable, drift: OutcomeTable) -> None:
-    router = AdaptiveRouter(prior_strength=10, forgetting=0.97, explore=0.1, random_state=0).fit(train)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_backs_off_within_a_few_requests_and_recovers(
+    train: OutcomeTable, drift: OutcomeTable, seed: int
+) -> None:
+    router = AdaptiveRouter(prior_strength=10, forgetting=0.97, explore=0.1, random_state=seed).fit(train)
     choice, cost, score = router.policy(drift).outcomes(LAM)
     cheap, big = router.models_.index("cheap"), router.models_.index("big")
-    # Before the drift the prior (and the feedback) keep it on the cheap model.
+    # Before the drift the prior (and the feedback) keep it on the cheap model (but for exploration).
     assert (choice[:100] == cheap).mean() >= 0.9
-    # It backs off: the first big call comes within 12 requests of the drift, and cheap gets little traffic
-    # then.
+    # It backs off: from the 10th failing request on it calls the big model, bar occasional re-tries.
     first_big = 100 + int(np.argmax(choice[100:] == big))
-    assert first_big <= 112
-    assert (choice[115:200] == cheap).mean() <= 0.3
-    # It recovers: re-tries succeed, and the cheap model takes the traffic back.
-    back = 200 + int(np.argmax(choice[200:] == cheap))
-    assert back <= 230
-    assert (choice[250:] == cheap).mean() >= 0.9
+    assert first_big <= 110
+    assert (choice[110:200] == cheap).mean() <= 0.25
+    # It recovers: re-tries succeed, and within 70 requests the cheap model has all the traffic back.
+    recovered = next(t for t in range(200, 301) if (choice[t:] == cheap).all())
+    assert recovered <= 270
     # Realised cost and score are those of the model chosen for each request.
     rows = np.arange(300)
     assert np.allclose(cost, np.where(choice == cheap, COST["cheap"], COST["big"]))
@@ -165,3 +166,26 @@ def test_sweep_of_200_points_over_2400_samples_is_fast() -> None:
 
 def test_conformance() -> None:
     check_router(AdaptiveRouter)
+
+
+def test_export_state_math_matches_the_router(train: OutcomeTable, drift: OutcomeTable) -> None:
+    from routers.runtime import unit_hash
+    from routers.strategies.adaptive import apply_feedback, explore_choice, posterior_head
+
+    router = AdaptiveRouter(explore=0.3, random_state=1).fit(train)
+    meta, arrays = router.export_state()
+    meta = json.loads(json.dumps(meta))
+    assert meta["kind"] == "adaptive" and meta["adaptive"] is True and meta["categories"] == ["a", "b"]
+    evidence = arrays["evidence"].copy()
+    prompts, cats = list(drift.prompts[:50]), ["a", "b"] * 25
+    rows = np.array([meta["categories"].index(c) for c in cats])
+    for step in range(20):  # the same feedback through the router and through the exported math
+        router.update("a", "cheap", float(step % 3 == 0))
+        apply_feedback(evidence, 0, meta["models"].index("cheap"), float(step % 3 == 0), meta["forgetting"])
+    for lam in (0.0, 0.02, LAM, 1.0):
+        q = posterior_head(rows, arrays["prior_rate"], evidence, meta["prior_strength"])
+        u = unit_hash(prompts, meta["seed"])
+        theirs = explore_choice(
+            q, arrays["prior_rate"][rows], arrays["cost_per_model"], lam, u, meta["explore"]
+        )
+        assert np.array_equal(router.route_indices(Queries.of(prompts, cats), lam), theirs)

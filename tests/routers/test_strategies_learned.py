@@ -1,4 +1,4 @@
-"""Learned routers (classifier, kNN, MF, cost-aware, ensemble) on a table whose prompt text separates the classes.
+"""Learned routers (classifier, kNN, MF, cost-aware, ensemble) on a table whose prompts separate the classes.
 
 ``cheap`` answers the easy prompts, ``mid`` easy and medium, ``big`` everything; the prompts' words say
 which is which, so on new prompts of each kind the right decision at a moderate operating point is known.
@@ -21,10 +21,13 @@ SPECS = {
     "knn": {"encoder": E, "k": 3, "temperature": 0.02, "prior_weight": 0.2},
     "mf": {"encoder": E, "use_category": False, "dim": 8, "epochs": 200, "lr": 0.05},
     "cost-aware": {"encoder": E, "use_category": False, "C": 100.0},
-    "ensemble": {"encoder": E, "members": [
-        {"name": "classifier", "params": {"use_category": False, "C": 100.0}},
-        {"name": "knn", "params": {"k": 3, "temperature": 0.02}},
-    ]},
+    "ensemble": {
+        "encoder": E,
+        "members": [
+            {"name": "classifier", "params": {"use_category": False, "C": 100.0}},
+            {"name": "knn", "params": {"k": 3, "temperature": 0.02}},
+        ],
+    },
 }
 
 
@@ -45,7 +48,9 @@ def test_learned_router_sends_each_kind_of_prompt_to_its_cheapest_right_model(na
 
 
 def test_classifier_uses_the_category_when_given_and_works_without(table) -> None:
-    r = make_router({"name": "classifier", "params": {"encoder": E, "use_category": True, "C": 100.0}}).fit(table)
+    r = make_router({"name": "classifier", "params": {"encoder": E, "use_category": True, "C": 100.0}}).fit(
+        table
+    )
     prompts, levels = held_out_prompts()
     assert r.route(Queries.of(prompts, levels), 0.05) == ["cheap", "mid", "big"]
     assert r.route(prompts, 0.05) == ["cheap", "mid", "big"]  # no categories (live traffic)
@@ -58,7 +63,9 @@ def test_classifier_fits_fractional_scores_as_soft_labels(table) -> None:
     from evals.outcomes import OutcomeTable
 
     soft = OutcomeTable(frame)
-    r = make_router({"name": "classifier", "params": {"encoder": E, "use_category": False, "C": 100.0}}).fit(soft)
+    r = make_router({"name": "classifier", "params": {"encoder": E, "use_category": False, "C": 100.0}}).fit(
+        soft
+    )
     q = r.predict_quality(Queries.of(held_out_prompts()[0]))
     assert q[:, 1] == pytest.approx([0.7] * 3, abs=0.05)
 
@@ -79,5 +86,9 @@ def test_mf_is_seeded(table) -> None:
     spec = {"name": "mf", "params": {**SPECS["mf"], "epochs": 20}}
     a = make_router(spec).fit(table).predict_quality(Queries.of(["x y z"]))
     b = make_router(spec).fit(table).predict_quality(Queries.of(["x y z"]))
-    c = make_router({"name": "mf", "params": {**spec["params"], "random_state": 1}}).fit(table).predict_quality(Queries.of(["x y z"]))
+    c = (
+        make_router({"name": "mf", "params": {**spec["params"], "random_state": 1}})
+        .fit(table)
+        .predict_quality(Queries.of(["x y z"]))
+    )
     assert np.array_equal(a, b) and not np.array_equal(a, c)
