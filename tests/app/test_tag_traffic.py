@@ -92,3 +92,31 @@ def test_read_tags_skips_a_torn_last_line_but_not_a_bad_middle_line(tmp_path: Pa
     path.write_text('{"prompt": "a"}\n{"prompt": "b", "category": "x"}\n')
     with pytest.raises(SchemaError, match=r"t.jsonl:1: a tag line needs string fields"):
         read_tags(path)
+
+
+def test_apply_tags_to_the_task_set(app_env: Path) -> None:
+    from app_fixtures import make_table  # type: ignore[import-not-found]
+
+    prompts = make_table().prompts[:3]
+    log = "prompt\n" + "".join(f'"{p}"\n' for p in prompts)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("app_pages/tag_traffic.py").run()
+    at.file_uploader(key="tag_log").upload("toy-log.csv", log.encode(), "text/csv").run()
+    at.text_input(key="tag_path").set_value(str(app_env / "toy.tags.jsonl")).run()
+    at.number_input(key="tag_n").set_value(3).run()
+    for label in ("simple", "hard", "hard"):
+        at.button(key=f"tag_btn_{label}").click().run()
+    at.button(key="tag_apply").click().run()
+    assert not at.exception, at.exception
+    assert "3 samples tagged" in at.success[-1].value
+
+    at.switch_page("app_pages/start.py").run()
+    assert at.header[0].value == "Task set: toy-tagged"
+    from collections import Counter
+
+    from app import services
+
+    counts = Counter(services.load_table(at.session_state["routelab_source"]).categories)
+    assert counts["simple"] == 1 and counts["hard"] == 2  # the others keep their own categories
+    assert sum(counts.values()) == 120
