@@ -15,6 +15,7 @@ import hashlib
 import io
 import math
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -806,6 +807,9 @@ def frontier_figure(result: Any, points: dict[str, pd.DataFrame], singles: pd.Da
 
 
 # ---------------------------------------------------------------------------------------------- tracking
+_MLFLOW_LOCK = threading.Lock()
+
+
 def log_to_mlflow(result: Any) -> str:
     """Log a Compare-page evaluation exactly like ``routelab eval`` (parent run + a child per router).
 
@@ -817,7 +821,10 @@ def log_to_mlflow(result: Any) -> str:
     """
     from evals.tracking import log_evaluation
 
-    return log_evaluation(result)
+    # MLflow's fluent API keeps the active run per process and is not thread-safe; Streamlit runs each
+    # session in its own thread, so two sessions must not log at once.
+    with _MLFLOW_LOCK:
+        return log_evaluation(result)
 
 
 def tracking_uri() -> str:

@@ -366,7 +366,9 @@ def embed(
     if not texts:
         return np.zeros((0, enc.dim), dtype=np.float32)
     if not enc.disk_cache or getattr(_disk_cache_off, "value", False):
-        return _encode_batched(enc, texts, batch_size, progress)
+        # A fast encoder takes bigger batches, and shows progress only when asked.
+        size = batch_size if enc.disk_cache else max(batch_size, 1024)
+        return _encode_batched(enc, texts, size, bool(progress))
 
     keys = [text_key(t) for t in texts]
     cache = _cache_for(enc)

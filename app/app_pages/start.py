@@ -72,13 +72,11 @@ cols[2].metric("Categories", len(set(table.categories) - {""}) or "none")
 cols[3].metric("Costs", "ESTIMATED" if table.cost_estimated else "measured")
 
 if table.cost_estimated:
+    # The card's note may itself start with "ESTIMATED:"; say it once.
+    note = card.cost_note or "the source gives no billed usage; costs come from text lengths and prices"
+    note = note.removeprefix("ESTIMATED:").removeprefix("Estimated:").strip().rstrip(". ")
     st.warning(
-        "**Costs are ESTIMATED**, not measured: "
-        + (
-            card.cost_note
-            or "the source gives no billed usage; costs come from text lengths and the price table"
-        ).rstrip(". ")
-        + ". Savings are only as good as this estimate.",
+        f"**Costs are ESTIMATED**, not measured: {note}. Savings are only as good as this estimate.",
         icon=":material/warning:",
     )
 else:

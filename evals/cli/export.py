@@ -19,22 +19,38 @@ __all__ = ["register"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``export`` sub-command."""
-    p = subparsers.add_parser("export", help="export a fitted router at an operating point to a deployable folder",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "export",
+        help="export a fitted router at an operating point to a deployable folder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="evaluation config (TOML) whose split and router spec to use")
-    src.add_argument("--run-id", help="MLflow run logged by `routelab eval` (a router run, or the parent + --router)")
+    src.add_argument(
+        "--run-id", help="MLflow run logged by `routelab eval` (a router run, or the parent + --router)"
+    )
     p.add_argument("--router", help="router label (or name) in the config / evaluation run")
     point = p.add_mutually_exclusive_group()
     point.add_argument("--lam", type=float, help="operating point: dollars per request paid for +1.0 quality")
-    point.add_argument("--target", help="calibrate on validation: parity:0.01, budget:2.0, quality_floor:0.7, "
-                       "strong_share:0.3 (default: the config's [target])")
+    point.add_argument(
+        "--target",
+        help="calibrate on validation: parity:0.01, budget:2.0, quality_floor:0.7, "
+        "strong_share:0.3 (default: the config's [target])",
+    )
     p.add_argument("--out", required=True, help="folder to write (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
     p.add_argument("--data-dir", help="public-data folder (default: ROUTELAB_DATA_DIR or ../shared/data)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI for --run-id (default: MLFLOW_TRACKING_URI or ./mlflow.db)")
-    p.add_argument("--upstream-base-url", help="base URL (up to /v1) for every model's upstream in upstreams.toml")
-    p.add_argument("--upstream-key-env", help="environment variable NAME holding the upstream key (every model)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI for --run-id (default: MLFLOW_TRACKING_URI or ./mlflow.db)",
+    )
+    p.add_argument(
+        "--upstream-base-url", help="base URL (up to /v1) for every model's upstream in upstreams.toml"
+    )
+    p.add_argument(
+        "--upstream-key-env", help="environment variable NAME holding the upstream key (every model)"
+    )
     p.add_argument("--json", action="store_true", help="print the measurement as JSON")
     p.set_defaults(func=_run)
 
@@ -51,14 +67,31 @@ def _run(args: argparse.Namespace) -> int:
     if args.config:
         if not args.router:
             raise ConfigError("--config needs --router (a router label of that config)")
-        folder, m = export_from_config(args.config, args.router, args.out, lam=args.lam, target=args.target,
-                                       data_dir=args.data_dir, overwrite=args.overwrite, upstreams=upstreams)
+        folder, m = export_from_config(
+            args.config,
+            args.router,
+            args.out,
+            lam=args.lam,
+            target=args.target,
+            data_dir=args.data_dir,
+            overwrite=args.overwrite,
+            upstreams=upstreams,
+        )
     else:
         if args.target:
-            raise ConfigError("--target calibrates a config's router; with --run-id use the run's point or --lam")
-        folder, m = export_from_run(args.run_id, args.out, router=args.router, lam=args.lam,
-                                    tracking_uri=args.tracking_uri, data_dir=args.data_dir,
-                                    overwrite=args.overwrite, upstreams=upstreams)
+            raise ConfigError(
+                "--target calibrates a config's router; with --run-id use the run's point or --lam"
+            )
+        folder, m = export_from_run(
+            args.run_id,
+            args.out,
+            router=args.router,
+            lam=args.lam,
+            tracking_uri=args.tracking_uri,
+            data_dir=args.data_dir,
+            overwrite=args.overwrite,
+            upstreams=upstreams,
+        )
     if args.json:
         print(json.dumps({"folder": str(folder), "measurement": m}, indent=2))
         return 0
@@ -69,11 +102,15 @@ def _run(args: argparse.Namespace) -> int:
     est = " (costs ESTIMATED)" if m["cost_estimated"] else ""
     print(f"exported to {folder}")
     print(f"  operating point: {m['operating_point']}")
-    print(f"  on test (n={m['n_test']}){est}: quality {m['quality']:.3f} {ci(m['quality_ci95'])}, "
-          f"${m['cost_per_1k_usd']:.4f}/1k requests {ci(m['cost_per_1k_ci95'], 1, '.4f')}")
+    print(
+        f"  on test (n={m['n_test']}){est}: quality {m['quality']:.3f} {ci(m['quality_ci95'])}, "
+        f"${m['cost_per_1k_usd']:.4f}/1k requests {ci(m['cost_per_1k_ci95'], 1, '.4f')}"
+    )
     sav = m["savings_vs_best_single"]
-    print(f"  vs best single model {m['best_single_model']} ({m['best_single_quality']:.3f}): quality "
-          f"{m['quality_diff_vs_best_single']:+.3f} {ci(m['quality_diff_ci95'])}, savings "
-          f"{'n/a' if sav is None else f'{sav:.1%}'} {ci(m['savings_ci95'], 100, '.1f')}%")
+    print(
+        f"  vs best single model {m['best_single_model']} ({m['best_single_quality']:.3f}): quality "
+        f"{m['quality_diff_vs_best_single']:+.3f} {ci(m['quality_diff_ci95'])}, savings "
+        f"{'n/a' if sav is None else f'{sav:.1%}'} {ci(m['savings_ci95'], 100, '.1f')}%"
+    )
     print(f"  serve it: ROUTELAB_PROXY_KEYS=... routelab serve {folder}")
     return 0

@@ -171,7 +171,10 @@ class StaticEncoder(Encoder):
         self._tok = _tokenizer(self.model_dir, max_tokens)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode texts: tokenise (no special tokens), average the token vectors, normalise."""
+        """Encode texts: tokenise (no special tokens), average the token vectors, normalise.
+
+        An empty text (no word pieces) gives a zero vector.
+        """
         texts = list(texts)
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -181,9 +184,13 @@ class StaticEncoder(Encoder):
             if len(texts) == 1
             else self._tok.encode_batch(texts, add_special_tokens=False)
         )
-        for i, e in enumerate(encs):
-            if e.ids:
-                out[i] = self.vectors[e.ids].mean(axis=0)
+        lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        nonempty = np.flatnonzero(lengths)  # an empty text stays a zero vector
+        if len(nonempty):
+            ids = np.concatenate([encs[i].ids for i in nonempty]).astype(np.int64, copy=False)
+            starts = np.concatenate([[0], np.cumsum(lengths[nonempty])[:-1]])
+            # One gather and one segmented sum for the whole batch; the mean's scale vanishes when normalising.
+            out[nonempty] = np.add.reduceat(self.vectors[ids], starts, axis=0)
         return l2_normalize(out)
 
     # -- the distilled table on disk

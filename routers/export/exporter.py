@@ -115,12 +115,16 @@ def export_router(
         raise ExportError(f"router {name!r}: its state metadata is not plain JSON ({exc})") from None
     price_rows = _resolve_prices(models, prices, np.asarray(router.cost_per_model_, dtype=float))
     ups = _resolve_upstreams(models, price_rows, upstreams)
-    order = list(fallback_order) if fallback_order is not None else [
-        models[i] for i in np.argsort(np.asarray(router.cost_per_model_, dtype=float), kind="stable")
-    ]
+    order = (
+        list(fallback_order)
+        if fallback_order is not None
+        else [models[i] for i in np.argsort(np.asarray(router.cost_per_model_, dtype=float), kind="stable")]
+    )
     unknown = [m for m in order if m not in models]
     if unknown:
-        raise ExportError(f"fallback_order names {unknown}, which are not models of this router ({', '.join(models)})")
+        raise ExportError(
+            f"fallback_order names {unknown}, which are not models of this router ({', '.join(models)})"
+        )
     order += [m for m in models if m not in order]
 
     runtime_src = F.installed_runtime_source()
@@ -165,8 +169,9 @@ def export_router(
         (tmp / F.RUNTIME).write_bytes(runtime_src)
         (tmp / F.PYFUNC_CODE).write_bytes(pyfunc_src)
         manifest["files"] = {f: F.sha256_file(tmp / f) for f in F.CHECKED_FILES}
-        (tmp / F.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n",
-                                      encoding="utf-8")
+        (tmp / F.MANIFEST).write_text(
+            json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8"
+        )
         (tmp / F.UPSTREAMS).write_text(render_upstreams(models, ups, order), encoding="utf-8")
         (tmp / F.README).write_text(render_readme(manifest, ups, order), encoding="utf-8")
         os.chmod(tmp, 0o755)
@@ -210,8 +215,10 @@ def _check_arrays(arrays: Mapping[str, Any], name: str) -> dict[str, np.ndarray]
     for key, value in arrays.items():
         arr = np.asarray(value)
         if arr.dtype.hasobject:
-            raise ExportError(f"router {name!r}: state array {key!r} has dtype object, which .npz can only "
-                              "store with pickle; export states must be numeric, bool, bytes or str arrays")
+            raise ExportError(
+                f"router {name!r}: state array {key!r} has dtype object, which .npz can only "
+                "store with pickle; export states must be numeric, bool, bytes or str arrays"
+            )
         if not isinstance(key, str) or not key or "/" in key:
             raise ExportError(f"router {name!r}: state array name {key!r} is not a plain name")
         out[key] = arr
@@ -257,11 +264,20 @@ def _resolve_prices(models: list[str], prices: Any, mean_cost: np.ndarray) -> di
         elif table is not None and not isinstance(table, Mapping) and m in table:
             row = dataclasses.asdict(table.price(m))
         if row is None:
-            out[m] = {"provider": "unknown", "input_per_1m": None, "output_per_1m": None, "request_fee": None,
-                      "mean_cost_per_request": float(mean_cost[j]), "cost_estimated": True,
-                      "source": "mean cost per request on the train table (no token prices listed)"}
+            out[m] = {
+                "provider": "unknown",
+                "input_per_1m": None,
+                "output_per_1m": None,
+                "request_fee": None,
+                "mean_cost_per_request": float(mean_cost[j]),
+                "cost_estimated": True,
+                "source": "mean cost per request on the train table (no token prices listed)",
+            }
             continue
-        clean = {k: row.get(k) for k in ("provider", "input_per_1m", "output_per_1m", "request_fee", "source", "date")}
+        clean = {
+            k: row.get(k)
+            for k in ("provider", "input_per_1m", "output_per_1m", "request_fee", "source", "date")
+        }
         for k in ("input_per_1m", "output_per_1m", "request_fee"):
             clean[k] = float(clean[k] or 0.0)
         clean["provider"] = str(clean.get("provider") or "unknown")
@@ -278,14 +294,18 @@ def _resolve_upstreams(
     common = dict(given.pop("*", {}))
     unknown = [m for m in given if m not in models]
     if unknown:
-        raise ExportError(f"upstreams given for {unknown}, which are not models of this router ({', '.join(models)})")
+        raise ExportError(
+            f"upstreams given for {unknown}, which are not models of this router ({', '.join(models)})"
+        )
     out = {}
     for m in models:
         u = default_upstream(m, prices[m].get("provider"))
         u.update(common)
         u.update(given.get(m, {}))
         if "api_key" in u:
-            raise ExportError(f"upstream of {m!r}: never put a key in an export; give api_key_env (a variable name)")
+            raise ExportError(
+                f"upstream of {m!r}: never put a key in an export; give api_key_env (a variable name)"
+            )
         out[m] = u
     return out
 
@@ -346,19 +366,22 @@ class ExportedRouter:
         """The provider of ``model`` in the export's price table."""
         return str(self.prices.get(model, {}).get("provider") or "unknown")
 
-    def route_indices(self, prompts: Sequence[str] | str, lam: float | None = None,
-                      categories: Sequence[str] | None = None) -> np.ndarray:
+    def route_indices(
+        self, prompts: Sequence[str] | str, lam: float | None = None, categories: Sequence[str] | None = None
+    ) -> np.ndarray:
         """Index into :attr:`models` of the chosen model per prompt (default operating point: the exported one)."""
         ps = [prompts] if isinstance(prompts, str) else [str(p) for p in prompts]
         return np.asarray(self.state.route_indices(ps, self.lam if lam is None else float(lam), categories))
 
-    def route(self, prompts: Sequence[str] | str, lam: float | None = None,
-              categories: Sequence[str] | None = None) -> list[str]:
+    def route(
+        self, prompts: Sequence[str] | str, lam: float | None = None, categories: Sequence[str] | None = None
+    ) -> list[str]:
         """Chosen model name per prompt, exactly as the workbench router decides at the same operating point."""
         return [self.models[i] for i in self.route_indices(prompts, lam, categories)]
 
-    def decide(self, prompts: Sequence[str] | str, lam: float | None = None,
-               categories: Sequence[str] | None = None) -> list[Decision]:
+    def decide(
+        self, prompts: Sequence[str] | str, lam: float | None = None, categories: Sequence[str] | None = None
+    ) -> list[Decision]:
         """Full decisions (model, provider, predicted quality and cost) per prompt."""
         ps = [prompts] if isinstance(prompts, str) else [str(p) for p in prompts]
         idx = self.route_indices(ps, lam, categories)
@@ -375,7 +398,9 @@ class ExportedRouter:
         return read_upstreams(Path(path) if path else self.folder / F.UPSTREAMS, self.models)
 
 
-def verify_folder(folder: str | os.PathLike[str], *, trust_foreign_runtime: bool = False) -> tuple[dict[str, Any], bytes]:
+def verify_folder(
+    folder: str | os.PathLike[str], *, trust_foreign_runtime: bool = False
+) -> tuple[dict[str, Any], bytes]:
     """Check an export folder without executing anything; return (manifest, verified runtime source).
 
     Raises:
@@ -416,12 +441,17 @@ def verify_folder(folder: str | os.PathLike[str], *, trust_foreign_runtime: bool
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise TamperedExportError(f"{mpath} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != F.FORMAT:
-        raise ExportError(f"{mpath} is not a RouteLab export manifest (format {manifest.get('format')!r})"
-                          if isinstance(manifest, dict) else f"{mpath} is not a RouteLab export manifest")
+        raise ExportError(
+            f"{mpath} is not a RouteLab export manifest (format {manifest.get('format')!r})"
+            if isinstance(manifest, dict)
+            else f"{mpath} is not a RouteLab export manifest"
+        )
     version = manifest.get("schema_version")
     if version != F.SCHEMA_VERSION:
-        raise ExportError(f"{mpath}: schema_version {version!r} is not supported by this RouteLab "
-                          f"(it reads {F.SCHEMA_VERSION}); re-export with this version")
+        raise ExportError(
+            f"{mpath}: schema_version {version!r} is not supported by this RouteLab "
+            f"(it reads {F.SCHEMA_VERSION}); re-export with this version"
+        )
     for key in ("models", "operating_point", "state", "files", "prices"):
         if key not in manifest:
             raise TamperedExportError(f"{mpath} lacks the key {key!r}")
@@ -457,7 +487,9 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except ValueError as exc:
-        raise TamperedExportError(f"{path} holds a pickled object array; refusing to load it ({exc})") from None
+        raise TamperedExportError(
+            f"{path} holds a pickled object array; refusing to load it ({exc})"
+        ) from None
     except (OSError, EOFError) as exc:
         raise TamperedExportError(f"{path} is not a readable .npz file ({exc})") from None
 
@@ -488,7 +520,9 @@ def load_exported(folder: str | os.PathLike[str], *, trust_foreign_runtime: bool
     try:
         state = runtime.load_state(manifest["state"], arrays, embed_fn)
     except (KeyError, ValueError, TypeError) as exc:
-        raise ExportError(f"{root}: the runtime could not rebuild the router from its state ({exc})") from None
+        raise ExportError(
+            f"{root}: the runtime could not rebuild the router from its state ({exc})"
+        ) from None
     if tuple(getattr(state, "models", manifest["models"])) != tuple(manifest["models"]):
         raise TamperedExportError(f"{root}: router.json 'models' disagree with the state's models")
     return ExportedRouter(root, manifest, runtime, state)

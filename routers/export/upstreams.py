@@ -91,7 +91,9 @@ class ProxyConfig:
 
 def default_upstream(model: str, provider: str | None) -> dict[str, Any]:
     """A default upstream entry for a model sold by ``provider`` (a known provider's URL, else localhost)."""
-    base, env = KNOWN_PROVIDERS.get((provider or "").lower(), ("http://127.0.0.1:8000/v1", "ROUTELAB_UPSTREAM_KEY"))
+    base, env = KNOWN_PROVIDERS.get(
+        (provider or "").lower(), ("http://127.0.0.1:8000/v1", "ROUTELAB_UPSTREAM_KEY")
+    )
     return {"base_url": base, "api_key_env": env, "model": model, "timeout_s": 60.0, "retries": 1}
 
 
@@ -164,8 +166,10 @@ def parse_upstreams(text: str, models: Sequence[str], *, origin: str) -> ProxyCo
         raise ConfigError(f"{origin}: [upstreams] must be a table of per-model tables")
     missing = [m for m in models if m not in ups]
     if missing:
-        raise ConfigError(f"{origin}: no [upstreams.\"{missing[0]}\"] section; every routed model needs one "
-                          f"(missing: {', '.join(missing)})")
+        raise ConfigError(
+            f'{origin}: no [upstreams."{missing[0]}"] section; every routed model needs one '
+            f"(missing: {', '.join(missing)})"
+        )
     out: dict[str, Upstream] = {}
     for name, u in ups.items():
         where = f"{origin} [upstreams.{_q(name)}]"
@@ -173,22 +177,28 @@ def parse_upstreams(text: str, models: Sequence[str], *, origin: str) -> ProxyCo
             raise ConfigError(f"{where}: must be a table")
         unknown = sorted(set(u) - {"base_url", "api_key_env", "model", "timeout_s", "retries"})
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; keys are base_url, api_key_env, model, "
-                              "timeout_s, retries")
+            raise ConfigError(
+                f"{where}: unknown key(s) {unknown}; keys are base_url, api_key_env, model, "
+                "timeout_s, retries"
+            )
         base = u.get("base_url")
         if not isinstance(base, str) or not re.match(r"^https?://", base):
             raise ConfigError(f"{where}: base_url must be an http(s) URL, got {base!r}")
         env = u.get("api_key_env", "")
         if env and (not isinstance(env, str) or not _ENV_NAME.match(env)):
-            raise ConfigError(f"{where}: api_key_env must be the NAME of an environment variable, got a value "
-                              "that is not one (never put a key in this file)")
+            raise ConfigError(
+                f"{where}: api_key_env must be the NAME of an environment variable, got a value "
+                "that is not one (never put a key in this file)"
+            )
         timeout = u.get("timeout_s", 60.0)
         if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
             raise ConfigError(f"{where}: timeout_s must be a number > 0, got {timeout!r}")
         retries = u.get("retries", 1)
         if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
             raise ConfigError(f"{where}: retries must be an integer from 0 to 10, got {retries!r}")
-        out[name] = Upstream(name, base.rstrip("/"), env, str(u.get("model", "") or name), float(timeout), retries)
+        out[name] = Upstream(
+            name, base.rstrip("/"), env, str(u.get("model", "") or name), float(timeout), retries
+        )
     order = tuple(proxy.pop("fallback_order", list(models)))
     bad = [m for m in order if m not in out]
     if bad:
@@ -201,7 +211,9 @@ def parse_upstreams(text: str, models: Sequence[str], *, origin: str) -> ProxyCo
         raise ConfigError(f"{origin} [proxy]: route_names {clash} are also upstream model names; rename them")
     keys_env = proxy.pop("client_keys_env", "ROUTELAB_PROXY_KEYS")
     if not isinstance(keys_env, str) or not _ENV_NAME.match(keys_env):
-        raise ConfigError(f"{origin} [proxy]: client_keys_env must be an environment variable name, got {keys_env!r}")
+        raise ConfigError(
+            f"{origin} [proxy]: client_keys_env must be an environment variable name, got {keys_env!r}"
+        )
     cooldown = proxy.pop("cooldown_s", 30.0)
     if not isinstance(cooldown, (int, float)) or cooldown < 0:
         raise ConfigError(f"{origin} [proxy]: cooldown_s must be a number >= 0, got {cooldown!r}")

@@ -39,7 +39,9 @@ def parse_target(text: str) -> Any:
 
     kind, _, value = text.partition(":")
     if kind not in KINDS or not value:
-        raise ConfigError(f"--target must be KIND:VALUE with KIND one of {', '.join(KINDS)} (e.g. parity:0.01), got {text!r}")
+        raise ConfigError(
+            f"--target must be KIND:VALUE with KIND one of {', '.join(KINDS)} (e.g. parity:0.01), got {text!r}"
+        )
     try:
         return Target(kind, float(value))
     except ValueError:
@@ -108,8 +110,10 @@ def _fit(config: Any, spec: dict[str, Any], data_dir: str | None) -> tuple[Any, 
     if not getattr(type(router), "exportable", True):
         from routers.export.exporter import _why_not_exportable, exportable_router_names
 
-        raise ExportError(f"router {spec['label']!r} ({spec['name']}) is not exportable: {_why_not_exportable(router)} "
-                          f"Exportable routers: {', '.join(exportable_router_names())}")
+        raise ExportError(
+            f"router {spec['label']!r} ({spec['name']}) is not exportable: {_why_not_exportable(router)} "
+            f"Exportable routers: {', '.join(exportable_router_names())}"
+        )
     return router.fit(split.train), split
 
 
@@ -148,15 +152,25 @@ def export_from_config(
     if lam is None:
         tgt = parse_target(target) if isinstance(target, str) else (target or config.target)
         cal = calibrate(fitted, split.validation, split.test, tgt, n_points=config.n_points)
-        lam, how = cal.lam, f"calibrated on validation (n={split.validation.n_samples}) for {tgt.describe()}" + (
-            "" if cal.met else " - target NOT met on validation: the closest point was taken")
+        lam, how = (
+            cal.lam,
+            f"calibrated on validation (n={split.validation.n_samples}) for {tgt.describe()}"
+            + ("" if cal.met else " - target NOT met on validation: the closest point was taken"),
+        )
     else:
         how = "given explicitly (lam)"
     if not math.isfinite(lam) or lam < 0:
         raise ExportError(f"operating point lam must be a finite number >= 0, got {lam!r}")
     measurement = _measure(fitted, split, float(lam), config, how)
-    folder = export_router(fitted, out, lam=float(lam), table_card=split.train.card, measurement=measurement,
-                           upstreams=upstreams, overwrite=overwrite)
+    folder = export_router(
+        fitted,
+        out,
+        lam=float(lam),
+        table_card=split.train.card,
+        measurement=measurement,
+        upstreams=upstreams,
+        overwrite=overwrite,
+    )
     return folder, measurement
 
 
@@ -166,9 +180,9 @@ def _run_params(run: Any) -> dict[str, Any]:
     for k, v in run.data.params.items():
         if k.startswith("params.") and k != "params.":
             try:
-                out[k[len("params."):]] = json.loads(v)
+                out[k[len("params.") :]] = json.loads(v)
             except ValueError:
-                out[k[len("params."):]] = v
+                out[k[len("params.") :]] = v
     return out
 
 
@@ -207,14 +221,18 @@ def export_from_run(
     try:
         run = client.get_run(run_id)
     except MlflowException as exc:
-        raise ExportError(f"MLflow run {run_id!r} not found at {tracking._safe_uri(uri)} ({exc.message})") from None
+        raise ExportError(
+            f"MLflow run {run_id!r} not found at {tracking._safe_uri(uri)} ({exc.message})"
+        ) from None
     kind = run.data.tags.get("routelab.kind")
     if kind == "evaluation":
         children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
         labels = {c.data.params.get("label"): c for c in children}
         if router not in labels:
-            raise ExportError(f"run {run_id} is an evaluation; pass --router with one of its routers: "
-                              f"{', '.join(sorted(str(k) for k in labels))}")
+            raise ExportError(
+                f"run {run_id} is an evaluation; pass --router with one of its routers: "
+                f"{', '.join(sorted(str(k) for k in labels))}"
+            )
         parent, child = run, labels[router]
     elif kind == "router":
         child = run
@@ -236,17 +254,33 @@ def export_from_run(
     if lam is None and run_lam is None:
         raise ExportError(f"run {child.info.run_id} has no calibrated_lam metric; pass --lam")
     chosen = float(run_lam if lam is None else lam)
-    measurement = _measure(fitted, split, chosen, config, f"from MLflow run {child.info.run_id}" + (
-        " (calibrated_lam)" if lam is None else " (lam overridden)"))
+    measurement = _measure(
+        fitted,
+        split,
+        chosen,
+        config,
+        f"from MLflow run {child.info.run_id}"
+        + (" (calibrated_lam)" if lam is None else " (lam overridden)"),
+    )
     if run_lam is not None:
         check = _measure(fitted, split, float(run_lam), config, "") if lam is not None else measurement
-        for key, logged in (("quality", metrics.get("test_quality")), ("cost_per_1k_usd", metrics.get("test_cost_per_1k"))):
+        for key, logged in (
+            ("quality", metrics.get("test_quality")),
+            ("cost_per_1k_usd", metrics.get("test_cost_per_1k")),
+        ):
             if logged is not None and not math.isclose(check[key], logged, rel_tol=1e-6, abs_tol=1e-9):
                 raise ExportError(
                     f"refitting {label!r} does not reproduce run {child.info.run_id}: test {key} is {check[key]:.6g}, "
                     f"the run logged {logged:.6g} (the data, the config or RouteLab changed since); not exporting"
                 )
     measurement["mlflow_run_id"] = child.info.run_id
-    folder = export_router(fitted, out, lam=chosen, table_card=split.train.card, measurement=measurement,
-                           upstreams=upstreams, overwrite=overwrite)
+    folder = export_router(
+        fitted,
+        out,
+        lam=chosen,
+        table_card=split.train.card,
+        measurement=measurement,
+        upstreams=upstreams,
+        overwrite=overwrite,
+    )
     return folder, measurement

@@ -38,7 +38,7 @@ class KNNRouter(EmbeddingRouter):
         self,
         *,
         encoder: str = "minilm",
-        k: int = 50,
+        k: int = 200,
         temperature: float = 0.05,
         prior_weight: float = 1.0,
         use_category: bool = False,

@@ -25,22 +25,45 @@ def small_table(n_per_cat: int = 20) -> OutcomeTable:
             sid = f"{cat}-{i}"
             prompt = f"{cat} question number {i}: " + ("please think hard " * (3 if cat == "hard" else 1))
             for model, cost in MODELS.items():
-                right = model == "big" or (model == "mid" and cat != "hard") or (model == "cheap" and cat == "easy")
-                rows.append(dict(sample_id=sid, category=cat, prompt=prompt, model=model, score=float(right),
-                                 cost_usd=cost, response=f"{model} says: the answer is (A) for {sid}",
-                                 input_tokens=40.0, output_tokens=12.0))
+                right = (
+                    model == "big"
+                    or (model == "mid" and cat != "hard")
+                    or (model == "cheap" and cat == "easy")
+                )
+                rows.append(
+                    dict(
+                        sample_id=sid,
+                        category=cat,
+                        prompt=prompt,
+                        model=model,
+                        score=float(right),
+                        cost_usd=cost,
+                        response=f"{model} says: the answer is (A) for {sid}",
+                        input_tokens=40.0,
+                        output_tokens=12.0,
+                    )
+                )
     return OutcomeTable(pd.DataFrame(rows))
 
 
-def point_upstreams(folder: Path, urls: dict[str, str], *, timeout_s: float = 5.0, retries: int = 1,
-                    cooldown_s: float = 30.0, key_env: str = "TEST_UPSTREAM_KEY") -> None:
+def point_upstreams(
+    folder: Path,
+    urls: dict[str, str],
+    *,
+    timeout_s: float = 5.0,
+    retries: int = 1,
+    cooldown_s: float = 30.0,
+    key_env: str = "TEST_UPSTREAM_KEY",
+) -> None:
     """Rewrite a folder's upstreams.toml so each model points at ``urls[model]`` (what an owner does)."""
     path = folder / "upstreams.toml"
     text = path.read_text()
     for model, url in urls.items():
         block = re.compile(rf'(\[upstreams\."{re.escape(model)}"\]\n)(.*?)(?=\n\[|\Z)', re.S)
-        body = (f'base_url = "{url}"\napi_key_env = "{key_env}"\nmodel = "{model}"\n'
-                f"timeout_s = {timeout_s}\nretries = {retries}\n")
+        body = (
+            f'base_url = "{url}"\napi_key_env = "{key_env}"\nmodel = "{model}"\n'
+            f"timeout_s = {timeout_s}\nretries = {retries}\n"
+        )
         text, n = block.subn(lambda m: m.group(1) + body, text)
         assert n == 1, model
     text = re.sub(r"cooldown_s = [0-9.]+", f"cooldown_s = {cooldown_s}", text)
@@ -48,7 +71,9 @@ def point_upstreams(folder: Path, urls: dict[str, str], *, timeout_s: float = 5.
 
 
 # ------------------------------------------------------------------------------------------ MMLU-Pro parity
-PARITY_TRAIN = 1500  # routers are fitted on this many train samples (speed); decisions are checked on all of test
+PARITY_TRAIN = (
+    1500  # routers are fitted on this many train samples (speed); decisions are checked on all of test
+)
 
 
 def fast_encoder() -> str:

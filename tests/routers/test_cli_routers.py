@@ -13,7 +13,7 @@ def test_routers_list_names_every_registered_router_with_params(capsys) -> None:
     out = capsys.readouterr().out
     for name in router_registry.names():
         assert f"\n{name} " in f"\n{out}", f"{name} missing from routers list"
-    assert 'params: encoder="minilm", k=50, temperature=0.05' in out
+    assert 'params: encoder="minilm", k=200, temperature=0.05' in out
     assert "oracle" in out and "[not exportable]" in out
 
 

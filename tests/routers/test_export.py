@@ -34,8 +34,14 @@ def table():
 @pytest.fixture(scope="module")
 def knn_folder(table, tmp_path_factory):
     router = make_router({"name": "knn", "params": {"encoder": "hash-bow-256", "k": 3}}).fit(table)
-    return export_router(router, tmp_path_factory.mktemp("exp") / "knn", lam=0.05, prices=PRICES,
-                         table_card=table.card, measurement={"n_test": 60, "accuracy": 0.9})
+    return export_router(
+        router,
+        tmp_path_factory.mktemp("exp") / "knn",
+        lam=0.05,
+        prices=PRICES,
+        table_card=table.card,
+        measurement={"n_test": 60, "accuracy": 0.9},
+    )
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:
@@ -54,7 +60,10 @@ def test_every_exportable_router_round_trips_with_the_same_decisions(name, table
         folder = export_router(router, tmp_path / f"{name}-{lam}", lam=lam, prices=PRICES)
         exported = load_exported(folder)
         expected = router.route_indices(queries, lam)
-        assert exported.route_indices(list(queries.prompts), categories=list(queries.categories)).tolist() == expected.tolist()
+        assert (
+            exported.route_indices(list(queries.prompts), categories=list(queries.categories)).tolist()
+            == expected.tolist()
+        )
         no_cat = router.route(list(table.prompts), lam)
         assert exported.route(list(table.prompts)) == no_cat
 
@@ -67,7 +76,10 @@ def test_folder_holds_exactly_the_documented_files_with_checksums(knn_folder):
     assert manifest["router"]["name"] == "knn" and manifest["router"]["params"]["k"] == 3
     assert manifest["operating_point"]["lam"] == 0.05
     assert manifest["models"] == ["cheap", "mid", "big"]
-    assert manifest["prices"]["big"]["provider"] == "openai" and manifest["prices"]["big"]["output_per_1m"] == 15.0
+    assert (
+        manifest["prices"]["big"]["provider"] == "openai"
+        and manifest["prices"]["big"]["output_per_1m"] == 15.0
+    )
     assert manifest["encoder"] == "hash-bow-256"
     assert manifest["measurement"] == {"n_test": 60, "accuracy": 0.9}
     for name in F.CHECKED_FILES:
@@ -144,7 +156,9 @@ def test_a_key_in_the_upstreams_is_refused(table, tmp_path):
 def test_object_arrays_are_refused_at_export(table, tmp_path, monkeypatch):
     router = make_router("category").fit(table)
     meta, arrays = router.export_state()
-    monkeypatch.setattr(type(router), "export_state", lambda self: (meta, {**arrays, "bad": np.array([{}], dtype=object)}))
+    monkeypatch.setattr(
+        type(router), "export_state", lambda self: (meta, {**arrays, "bad": np.array([{}], dtype=object)})
+    )
     with pytest.raises(ExportError, match="dtype object"):
         export_router(router, tmp_path / "a", lam=0.1)
 

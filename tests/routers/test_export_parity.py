@@ -31,11 +31,17 @@ def test_exported_runtime_matches_the_workbench_on_every_test_prompt(name, share
     assert len(prompts) > 2000
     shares = []
     for lam in lams:
-        exported = load_exported(export_router(router, tmp_path / f"{lam:.3e}", lam=lam, table_card=test.card))
+        exported = load_exported(
+            export_router(router, tmp_path / f"{lam:.3e}", lam=lam, table_card=test.card)
+        )
         got = exported.route_indices(prompts, categories=cats)
         mismatch = np.flatnonzero(got != measured[lam])
-        assert len(mismatch) == 0, f"{name} at lam={lam:g}: {len(mismatch)} of {len(prompts)} decisions differ"
-        assert exported.route(prompts) == router.route(Queries.of(prompts), lam)  # no categories (live traffic)
+        assert len(mismatch) == 0, (
+            f"{name} at lam={lam:g}: {len(mismatch)} of {len(prompts)} decisions differ"
+        )
+        assert exported.route(prompts) == router.route(
+            Queries.of(prompts), lam
+        )  # no categories (live traffic)
         shares.append(np.bincount(got, minlength=len(exported.models)))
     if name != "single":  # the three operating points are genuinely different decisions
         assert not all((s == shares[0]).all() for s in shares[1:])

@@ -37,7 +37,9 @@ def client(base_url: str, key: str | None = CLIENT_KEY) -> httpx.Client:
 
 
 def chat(c: httpx.Client, prompt: str, model: str = "router", **extra) -> httpx.Response:
-    return c.post("/chat/completions", json={"model": model, "messages": [{"role": "user", "content": prompt}], **extra})
+    return c.post(
+        "/chat/completions", json={"model": model, "messages": [{"role": "user", "content": prompt}], **extra}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,10 @@ def test_routed_requests_carry_the_decision_and_cost(proxy, router, table):
             body = r.json()
             assert body["model"] == expected and expected in body["choices"][0]["message"]["content"]
             usage, price = body["usage"], PRICES[expected]
-            cost = (usage["prompt_tokens"] * price["input_per_1m"] + usage["completion_tokens"] * price["output_per_1m"]) / 1e6
+            cost = (
+                usage["prompt_tokens"] * price["input_per_1m"]
+                + usage["completion_tokens"] * price["output_per_1m"]
+            ) / 1e6
             assert float(r.headers["x-routelab-cost-usd"]) == pytest.approx(cost, rel=1e-6)
 
 
@@ -90,8 +95,11 @@ def test_category_header_reaches_the_router(folder, replay, table):
     point_upstreams(f, {m: replay.base_url for m in table.models})
     with ProxyServer(build_proxy_app(f, environ=ENV)) as srv, client(srv.base_url) as c:
         for prompt, cat in zip(table.prompts[::10], table.categories[::10], strict=True):
-            r = c.post("/chat/completions", headers={"x-routelab-category": str(cat)},
-                       json={"model": "router", "messages": [{"role": "user", "content": prompt}]})
+            r = c.post(
+                "/chat/completions",
+                headers={"x-routelab-category": str(cat)},
+                json={"model": "router", "messages": [{"role": "user", "content": prompt}]},
+            )
             assert r.headers["x-routelab-choice"] == router.route(Queries.of([prompt], [str(cat)]), LAM)[0]
             # Without the header the category router cannot tell the subject: it answers for "unknown".
             r = chat(c, prompt)
@@ -108,24 +116,35 @@ def test_other_model_names_pass_through_and_unknown_ones_are_404(proxy, table):
         assert r.status_code == 404 and "neither routed" in r.json()["error"]["message"]
         r = c.post("/chat/completions", content=b"{not json")
         assert r.status_code == 400
-        r = c.post("/chat/completions", json={"model": "router", "messages": [{"role": "system", "content": "x"}]})
+        r = c.post(
+            "/chat/completions", json={"model": "router", "messages": [{"role": "system", "content": "x"}]}
+        )
         assert r.status_code == 400 and "user message" in r.json()["error"]["message"]
 
 
 def test_streaming_passes_through(proxy, router, table):
     prompt = table.prompts[3]
     with client(proxy.base_url) as c:
-        with c.stream("POST", "/chat/completions", json={
-            "model": "router", "stream": True, "stream_options": {"include_usage": True},
-            "messages": [{"role": "user", "content": prompt}],
-        }) as r:
+        with c.stream(
+            "POST",
+            "/chat/completions",
+            json={
+                "model": "router",
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "messages": [{"role": "user", "content": prompt}],
+            },
+        ) as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
             assert r.headers["x-routelab-model"] == router.route([prompt], LAM)[0]
             lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
-    text = "".join(json.loads(ln[6:])["choices"][0]["delta"].get("content", "")
-                   for ln in lines[:-1] if json.loads(ln[6:])["choices"])
+    text = "".join(
+        json.loads(ln[6:])["choices"][0]["delta"].get("content", "")
+        for ln in lines[:-1]
+        if json.loads(ln[6:])["choices"]
+    )
     assert text.startswith(router.route([prompt], LAM)[0] + " says")
 
 
@@ -143,7 +162,10 @@ def test_auth_is_required_unless_explicitly_disabled(folder, table):
             assert chat(c, table.prompts[0]).status_code == 200
     with pytest.raises(ConfigError, match="--no-auth"):
         build_proxy_app(folder, environ={"TEST_UPSTREAM_KEY": UPSTREAM_KEY})
-    with ProxyServer(build_proxy_app(folder, environ={}, no_auth=True)) as srv, client(srv.base_url, key=None) as c:
+    with (
+        ProxyServer(build_proxy_app(folder, environ={}, no_auth=True)) as srv,
+        client(srv.base_url, key=None) as c,
+    ):
         assert chat(c, table.prompts[0]).status_code == 200
 
 
@@ -152,8 +174,9 @@ def _echo_upstream(status: int):
 
     async def handler(request):
         auth = request.headers.get("authorization", "")
-        return JSONResponse({"error": {"message": f"Incorrect API key provided: {auth}", "type": "x"}},
-                            status_code=status)
+        return JSONResponse(
+            {"error": {"message": f"Incorrect API key provided: {auth}", "type": "x"}}, status_code=status
+        )
 
     return Starlette(routes=[Route("/v1/chat/completions", handler, methods=["POST"])])
 
@@ -161,8 +184,13 @@ def _echo_upstream(status: int):
 def test_upstream_keys_never_appear_in_responses_or_logs(folder, table, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     with ProxyServer(_echo_upstream(401)) as bad_auth, ProxyServer(_echo_upstream(400)) as bad_req:
-        point_upstreams(folder, {"cheap": bad_auth.base_url, "mid": bad_auth.base_url, "big": bad_req.base_url})
-        with ProxyServer(build_proxy_app(folder, environ=ENV), log_level="debug") as srv, client(srv.base_url) as c:
+        point_upstreams(
+            folder, {"cheap": bad_auth.base_url, "mid": bad_auth.base_url, "big": bad_req.base_url}
+        )
+        with (
+            ProxyServer(build_proxy_app(folder, environ=ENV), log_level="debug") as srv,
+            client(srv.base_url) as c,
+        ):
             seen = []
             for prompt in table.prompts[:4]:
                 r = chat(c, prompt, model="cheap")  # upstream 401 quoting the key -> not forwarded
@@ -223,7 +251,9 @@ def test_fallback_answers_everything_and_cooldown_skips_the_dead_upstream(kind, 
             # ... later ones go straight to the fallback: no retry time (median of 11, measured).
             assert later < 0.05, f"median later request took {later:.3f} s (first {first:.3f} s)"
             if srv is not None:
-                assert srv.app.stats()["requests"] == 3  # the dead upstream saw only the first request's attempts
+                assert (
+                    srv.app.stats()["requests"] == 3
+                )  # the dead upstream saw only the first request's attempts
             metrics = c.get(proxy.base_url.replace("/v1", "/metrics")).text
             assert f'routelab_requests_total{{reason="fallback"}} {len(prompts)}' in metrics
             assert f'routelab_upstream_up{{model="{dead}"}} 0' in metrics
@@ -240,7 +270,9 @@ def test_cooldown_expires_and_the_upstream_is_probed_once(folder, replay, table)
     prompts = [p for p, m in zip(table.prompts, choices, strict=True) if m == dead]
     srv, url = _failing_upstream("500", table)
     try:
-        point_upstreams(folder, {m: replay.base_url for m in table.models} | {dead: url}, retries=2, cooldown_s=0.3)
+        point_upstreams(
+            folder, {m: replay.base_url for m in table.models} | {dead: url}, retries=2, cooldown_s=0.3
+        )
         with ProxyServer(build_proxy_app(folder, environ=ENV)) as proxy, client(proxy.base_url) as c:
             assert chat(c, prompts[0]).status_code == 200
             assert srv.app.stats()["requests"] == 3
@@ -274,7 +306,11 @@ def test_models_healthz_metrics_and_feedback(proxy, table):
         ids = [m["id"] for m in c.get("/models").json()["data"]]
         assert ids == ["router", *table.models]
         health = c.get(proxy.base_url.replace("/v1", "/healthz")).json()
-        assert health["status"] == "ok" and health["router"] == "knn" and set(health["upstreams"]) == set(table.models)
+        assert (
+            health["status"] == "ok"
+            and health["router"] == "knn"
+            and set(health["upstreams"]) == set(table.models)
+        )
         for p in table.prompts[:5]:
             chat(c, p)
         chat(c, table.prompts[0], model="mid")

@@ -41,12 +41,17 @@ def replay():
 async def _ask_all(base_url: str, prompts: list[str], cats: list[str]) -> list[httpx.Response]:
     transport = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
     sem = asyncio.Semaphore(8)
-    async with httpx.AsyncClient(base_url=base_url, transport=transport, timeout=60,
-                                 headers={"authorization": "Bearer parity-key"}) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, transport=transport, timeout=60, headers={"authorization": "Bearer parity-key"}
+    ) as client:
+
         async def one(prompt: str, cat: str) -> httpx.Response:
             async with sem:
-                return await client.post("/chat/completions", headers={"x-routelab-category": cat},
-                                         json={"model": "router", "messages": [{"role": "user", "content": prompt}]})
+                return await client.post(
+                    "/chat/completions",
+                    headers={"x-routelab-category": cat},
+                    json={"model": "router", "messages": [{"role": "user", "content": prompt}]},
+                )
 
         return await asyncio.gather(*(one(p, c) for p, c in zip(prompts, cats, strict=True)))
 
@@ -64,10 +69,14 @@ def test_proxy_routes_like_the_workbench(name, shared_data, replay, tmp_path):
         with ProxyServer(build_proxy_app(folder, environ=ENV)) as proxy:
             responses = asyncio.run(_ask_all(proxy.base_url, prompts, cats))
         expected = [router.models_[measured[lam][i]] for i in rows]
-        assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200][:2]
+        assert all(r.status_code == 200 for r in responses), [
+            r.text for r in responses if r.status_code != 200
+        ][:2]
         got = [r.headers["x-routelab-choice"] for r in responses]
         wrong = [i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e]
         assert not wrong, f"{name} at lam={lam:g}: {len(wrong)} of {len(prompts)} proxy decisions differ"
         assert [r.headers["x-routelab-model"] for r in responses] == expected
-        assert [r.json()["model"] for r in responses] == expected  # the upstream really answered as that model
+        assert [
+            r.json()["model"] for r in responses
+        ] == expected  # the upstream really answered as that model
         assert all(r.headers["x-routelab-reason"] == "routed" for r in responses)

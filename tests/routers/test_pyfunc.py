@@ -74,7 +74,10 @@ def test_logged_model_is_source_not_pickle_and_predicts_decisions(table, tmp_pat
     assert list(out.columns) == ["model", "provider", "predicted_quality", "predicted_cost_usd"]
     assert out["model"].tolist() == router.route(prompts, 0.05)
     assert out["provider"].tolist() == [PRICES[m]["provider"] for m in out["model"]]
-    assert out["model"].tolist() != model.predict(pd.DataFrame({"prompt": prompts}), params={"lam": 0.0})["model"].tolist()
+    assert (
+        out["model"].tolist()
+        != model.predict(pd.DataFrame({"prompt": prompts}), params={"lam": 0.0})["model"].tolist()
+    )
     with pytest.raises(Exception, match="prompt"):
         model.predict(pd.DataFrame({"text": prompts}))
 
@@ -104,8 +107,14 @@ def test_model_loads_and_predicts_where_routelab_is_not_importable(table, tmp_pa
         assert not [m for m in sys.modules if m.split(".")[0] in ("routers", "evals")]
         print(json.dumps(out["model"].tolist()))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps(prompts), capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(prompts),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == router.route(prompts, 0.01)
 
