@@ -1034,8 +1034,14 @@ def overlay_figure(curves: dict[str, pd.DataFrame]) -> Any:
         est = bool(first["cost_estimated"].any()) if "cost_estimated" in first else False
     else:
         est = False
+    xs = np.concatenate([f["cost_per_1k"].to_numpy(dtype=float) for f in curves.values()] or [np.zeros(0)])
+    pos = xs[xs > 0]
+    log_x = len(pos) > 0 and pos.max() / pos.min() > 20
     fig.update_layout(
-        xaxis_title="$ per 1,000 requests" + (" (ESTIMATED)" if est else ""),
+        xaxis_title="$ per 1,000 requests"
+        + (" (ESTIMATED)" if est else "")
+        + (" (log scale)" if log_x else ""),
+        xaxis_type="log" if log_x else "linear",
         yaxis_title="mean quality (test split)",
         template="plotly_white",
         height=520,

@@ -1,4 +1,4 @@
-"""Benchmark: what the routing proxy adds over calling the upstream directly, and the exported runtime's decision time.
+"""Benchmark: what the routing proxy adds over calling its upstream directly; the runtime's decision time.
 
 Setup (all on loopback, each server in its own process so they do not share a GIL with the load generator):
 
@@ -47,7 +47,8 @@ def wait_up(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(
-                f"server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
+                f"server exited with {proc.returncode}: "
+                f"{proc.stderr.read().decode()[-2000:] if proc.stderr else ''}"
             )
         try:
             httpx.get(url, timeout=1.0)
@@ -125,7 +126,7 @@ def main() -> None:
         folder = export_router(router, tmp_path / "export", lam=lam)
         exported = load_exported(folder)
 
-        # ---------------------------------------------------------------- routing decision, one prompt at a time
+        # ------------------------------------------------------ routing decision, one prompt at a time
         for p in prompts[:20]:
             exported.route_indices([p])
             router.route_indices(Queries.of([p]), lam)
@@ -221,9 +222,11 @@ def main() -> None:
         metrics0, "routelab_added_latency_seconds_sum"
     )
     print(
-        f"bench_proxy: router={args.router} ({params or 'no encoder'}) lam={lam:.4g}, {len(prompts)} MMLU-Pro test "
+        f"bench_proxy: router={args.router} ({params or 'no encoder'}) lam={lam:.4g}, "
+        f"{len(prompts)} MMLU-Pro test "
         f"prompts (~{np.mean([len(p) for p in prompts]):.0f} chars), concurrency {args.concurrency}, "
-        f"{len(direct)} requests per side in {args.rounds} alternating rounds, errors {errs}, cores {os.cpu_count()}"
+        f"{len(direct)} requests per side in {args.rounds} alternating rounds, errors {errs}, "
+        f"cores {os.cpu_count()}"
     )
     print(
         f"  direct to upstream : p50 {pct(direct, 50):7.2f} ms  p99 {pct(direct, 99):7.2f} ms  "
@@ -235,11 +238,13 @@ def main() -> None:
     )
     add50, add99 = pct(proxied, 50) - pct(direct, 50), pct(proxied, 99) - pct(direct, 99)
     print(
-        f"  added by the proxy : p50 {add50:+7.2f} ms  p99 {add99:+7.2f} ms  (ratio p50 {pct(proxied, 50) / pct(direct, 50):.2f}x, "
+        f"  added by the proxy : p50 {add50:+7.2f} ms  p99 {add99:+7.2f} ms  "
+        f"(ratio p50 {pct(proxied, 50) / pct(direct, 50):.2f}x, "
         f"target p50 < 2 ms: {'MET' if add50 < 2 else 'NOT MET'})"
     )
     print(
-        f"  proxy server-side  : {1000 * srv_s / max(srv_n, 1):.3f} ms mean per request excluding upstream waits "
+        f"  proxy server-side  : {1000 * srv_s / max(srv_n, 1):.3f} ms mean per request "
+        "excluding upstream waits "
         f"(n={srv_n:.0f}; its own CPU time: parse, route, forward)"
     )
     print(f"  routing decision, one prompt at a time (featurisation included), n={len(rt)}:")

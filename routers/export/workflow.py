@@ -40,7 +40,8 @@ def parse_target(text: str) -> Any:
     kind, _, value = text.partition(":")
     if kind not in KINDS or not value:
         raise ConfigError(
-            f"--target must be KIND:VALUE with KIND one of {', '.join(KINDS)} (e.g. parity:0.01), got {text!r}"
+            f"--target must be KIND:VALUE with KIND one of {', '.join(KINDS)} (e.g. parity:0.01), "
+            f"got {text!r}"
         )
     try:
         return Target(kind, float(value))
@@ -175,7 +176,7 @@ def export_from_config(
 
 
 def _run_params(run: Any) -> dict[str, Any]:
-    """Router spec params logged as ``params.<key>`` (JSON-encoded values; see ``evals.tracking.flat_params``)."""
+    """Router spec params logged as ``params.<key>`` (JSON values; see ``evals.tracking.flat_params``)."""
     out: dict[str, Any] = {}
     for k, v in run.data.params.items():
         if k.startswith("params.") and k != "params.":
@@ -207,8 +208,8 @@ def export_from_run(
         tracking_uri: MLflow tracking URI (default: ``evals.tracking.tracking_uri()``).
 
     Raises:
-        ExportError: for a run that is not a RouteLab evaluation, a missing config artifact, or a refit that does
-            not reproduce the logged test numbers (the data or the code changed since the run).
+        ExportError: for a run that is not a RouteLab evaluation, a missing config artifact, or a refit
+            that does not reproduce the logged test numbers (the data or the code changed since the run).
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -270,8 +271,9 @@ def export_from_run(
         ):
             if logged is not None and not math.isclose(check[key], logged, rel_tol=1e-6, abs_tol=1e-9):
                 raise ExportError(
-                    f"refitting {label!r} does not reproduce run {child.info.run_id}: test {key} is {check[key]:.6g}, "
-                    f"the run logged {logged:.6g} (the data, the config or RouteLab changed since); not exporting"
+                    f"refitting {label!r} does not reproduce run {child.info.run_id}: test {key} is "
+                    f"{check[key]:.6g}, the run logged {logged:.6g} (the data, the config or RouteLab "
+                    "changed since); not exporting"
                 )
     measurement["mlflow_run_id"] = child.info.run_id
     folder = export_router(

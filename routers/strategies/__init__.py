@@ -16,3 +16,4 @@ from routers.strategies import ensemble  # noqa: F401  weighted mean of several 
 from routers.strategies import cascade  # noqa: F401  cheapest first, escalate on low confidence (FrugalGPT)
 from routers.strategies import provider  # noqa: F401  cheapest provider within a latency bound, with failover
 from routers.strategies import adaptive  # noqa: F401  per-category success with feedback: backs off, recovers
+from routers.strategies import irt_blend  # noqa: F401  shrunk LR + item-response factors + category prior (blend)

@@ -6,7 +6,6 @@ import numpy as np
 
 from evals.outcomes import OutcomeTable
 from routers.registry import register_router
-from routers.runtime import sigmoid
 from routers.strategies._common import EmbeddingRouter
 
 __all__ = ["MFRouter"]
@@ -20,9 +19,8 @@ class MFRouter(EmbeddingRouter):
     to N models.
 
     A projection ``W`` (dim x d) of the prompt embedding and one vector ``v_m`` per model are trained
-    together with binary cross-entropy on every (train prompt, model) score (numpy, full-batch Adam,
-    seeded); the models share the projection, so a model with few distinctive successes borrows strength
-    from the others.
+    together with binary cross-entropy on every (train prompt, model) score, Adam, full-batch, seeded; the
+    models share the projection, so a model with few distinctive successes borrows strength from the others.
 
     Args:
         encoder: Sentence encoder name.
@@ -56,57 +54,36 @@ class MFRouter(EmbeddingRouter):
         self.random_state = random_state
 
     def _fit(self, train: OutcomeTable) -> None:
+        import torch
+
         fmeta = self._features_meta(train)
-        x, y = self._train_xy(train, fmeta)
-        proj, vecs, bias = _train_mf(
-            x,
-            y,
-            dim=int(self.dim),
-            epochs=int(self.epochs),
-            lr=float(self.lr),
-            weight_decay=float(self.weight_decay),
-            seed=int(self.random_state or 0),
-        )
-        meta = self._base_meta("mf", **fmeta, dim=int(self.dim), cost={"kind": "constant"})
+        xs, ys = self._train_xy(train, fmeta)
+        x = torch.as_tensor(xs, dtype=torch.float32)
+        y = torch.as_tensor(ys, dtype=torch.float32)
+        gen = torch.Generator().manual_seed(int(self.random_state or 0))
+        d, m, k = x.shape[1], y.shape[1], int(self.dim)
+        proj = (torch.randn(k, d, generator=gen) / np.sqrt(d)).requires_grad_()
+        vecs = (torch.randn(m, k, generator=gen) / np.sqrt(k)).requires_grad_()
+        prior = y.mean(0).clamp(1e-3, 1 - 1e-3)
+        bias = torch.log(prior / (1 - prior)).clone().requires_grad_()
+        opt = torch.optim.Adam([proj, vecs, bias], lr=float(self.lr))
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # small dense problem: threads only add contention on a shared CPU
+        try:
+            for _ in range(int(self.epochs)):
+                opt.zero_grad()
+                logits = (x @ proj.T) @ vecs.T + bias
+                loss = loss_fn(logits, y) + float(self.weight_decay) * (proj.pow(2).sum() + vecs.pow(2).sum())
+                loss.backward()
+                opt.step()
+        finally:
+            torch.set_num_threads(threads)
+        meta = self._base_meta("mf", **fmeta, dim=k, cost={"kind": "constant"})
         arrays = {
-            "projection": proj,
-            "model_vectors": vecs,
-            "bias": bias,
+            "projection": proj.detach().double().numpy(),
+            "model_vectors": vecs.detach().double().numpy(),
+            "bias": bias.detach().double().numpy(),
             "cost_per_model": self.cost_per_model_,
         }
         self.state_ = (meta, arrays)
-
-
-def _train_mf(
-    x: np.ndarray, y: np.ndarray, *, dim: int, epochs: int, lr: float, weight_decay: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Full-batch Adam on mean binary cross-entropy of ``sigmoid((x @ P.T) @ V.T + b)`` against ``y``.
-
-    Plain numpy (the gradients are three matrix products), float64, seeded: the same data and seed always
-    give the same factors. Returns ``(P (dim, d), V (m, dim), b (m,))``.
-    """
-    rng = np.random.default_rng(seed)
-    n, d = x.shape
-    m = y.shape[1]
-    prior = np.clip(y.mean(axis=0), 1e-3, 1 - 1e-3)
-    params = [
-        rng.normal(0, 1 / np.sqrt(d), (dim, d)),
-        rng.normal(0, 1 / np.sqrt(dim), (m, dim)),
-        np.log(prior / (1 - prior)),
-    ]
-    moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
-    beta1, beta2, eps = 0.9, 0.999, 1e-8
-    x = np.asarray(x, dtype=np.float64)
-    for step in range(1, epochs + 1):
-        proj, vecs, bias = params
-        h = x @ proj.T
-        g = (sigmoid(h @ vecs.T + bias) - y) / (n * m)  # d(mean BCE) / d(logits)
-        grads = [(g @ vecs).T @ x + 2 * weight_decay * proj, g.T @ h + 2 * weight_decay * vecs, g.sum(axis=0)]
-        for i, (p, grad) in enumerate(zip(params, grads, strict=True)):
-            m1, m2 = moments[i]
-            m1 *= beta1
-            m1 += (1 - beta1) * grad
-            m2 *= beta2
-            m2 += (1 - beta2) * grad**2
-            p -= lr * (m1 / (1 - beta1**step)) / (np.sqrt(m2 / (1 - beta2**step)) + eps)
-    return params[0], params[1], params[2]

@@ -1,6 +1,7 @@
 """The app in a real browser: ``streamlit run app`` on a free loopback port, driven by headless Chromium.
 
-Walks the start page and the compare page (runs a comparison) and saves a screenshot of each to
+Walks the start page and the compare page (runs a comparison), then the drill-down and experiments pages
+that read its results, and saves a screenshot of each to
 ``$ROUTELAB_SCREENSHOT_DIR`` (default: the test's tmp folder). Skips cleanly when Chromium, its driver or
 selenium is absent. ``ROUTELAB_BROWSER_SOURCE`` opens another task set (default: the small toy table).
 """
@@ -147,6 +148,16 @@ def test_start_and_compare_pages_in_chromium(app_url: str, browser, tmp_path: Pa
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Best single model" in body and "Test split" in body
     browser.save_screenshot(str(shots / "app_compare.png"))
-    assert (shots / "app_start.png").stat().st_size > 10_000
-    assert (shots / "app_compare.png").stat().st_size > 10_000
+
+    # Drill down and Experiments read the comparison just run (cached fits, the MLflow run it logged).
+    for page, text, name in (
+        ("drilldown", "Per prompt", "app_drilldown.png"),
+        ("experiments", "Frontiers overlaid", "app_experiments.png"),
+    ):
+        browser.find_element(By.XPATH, f"//a[contains(@href, '{page}')]").click()
+        _wait_text(browser, text, 120)
+        time.sleep(2.0)
+        browser.save_screenshot(str(shots / name))
+    for name in ("app_start.png", "app_compare.png", "app_drilldown.png", "app_experiments.png"):
+        assert (shots / name).stat().st_size > 10_000
     print(f"start page usable after {start_s:.1f} s; screenshots in {shots}")

@@ -34,7 +34,9 @@ _durations: dict[str, float] = {}
 
 def test_there_are_notebooks() -> None:
     names = [p.name for p in NOTEBOOKS]
-    assert {"01_quickstart.ipynb", "02_bring_your_own_logs.ipynb", "03_add_a_router.ipynb"} <= set(names), names
+    assert {"01_quickstart.ipynb", "02_bring_your_own_logs.ipynb", "03_add_a_router.ipynb"} <= set(names), (
+        names
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -42,11 +44,15 @@ def test_notebook_is_stored_clean(path: Path) -> None:
     """Valid nbformat 4, the python3 kernel, no outputs or execution counts, small."""
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
-    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", (
+        f"{path.name}: kernelspec must be python3"
+    )
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
     assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
     size = path.stat().st_size
-    assert size < MAX_NOTEBOOK_BYTES, f"{path.name} is {size} bytes (limit {MAX_NOTEBOOK_BYTES}): data inlined?"
+    assert size < MAX_NOTEBOOK_BYTES, (
+        f"{path.name} is {size} bytes (limit {MAX_NOTEBOOK_BYTES}): data inlined?"
+    )
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), (
         f"{path.name}: the first cell should be a markdown title saying what the notebook does"
     )
@@ -56,14 +62,17 @@ def _cell_error(nb: nbformat.NotebookNode) -> str:
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                return f"cell {i} ({cell.source.splitlines()[0] if cell.source else ''!r}): {out.ename}: {out.evalue}"
+                first_line = cell.source.splitlines()[0] if cell.source else ""
+                return f"cell {i} ({first_line!r}): {out.ename}: {out.evalue}"
     return "no cell recorded an error"
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(PER_NOTEBOOK_S + 120)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> None:
+def test_notebook_executes(
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path
+) -> None:
     """Run every cell in a fresh kernel, offline; fail on the first error or past the time budget."""
     # The kernel inherits this environment: the public-data mirror, no hub access, no live providers,
     # temporary files under tmp_path, and one BLAS thread (on a busy 2-core machine, BLAS thread pools
@@ -110,4 +119,6 @@ def test_notebooks_fit_the_total_budget() -> None:
         pytest.skip("not every notebook was executed in this session (run the whole file)")
     total = sum(_durations.values())
     detail = ", ".join(f"{k} {v:.0f}s" for k, v in sorted(_durations.items()))
-    assert total < TOTAL_BUDGET_S, f"notebooks took {total:.0f}s together (budget {TOTAL_BUDGET_S}s): {detail}"
+    assert total < TOTAL_BUDGET_S, (
+        f"notebooks took {total:.0f}s together (budget {TOTAL_BUDGET_S}s): {detail}"
+    )

@@ -64,7 +64,7 @@ def point_upstreams(
             f'base_url = "{url}"\napi_key_env = "{key_env}"\nmodel = "{model}"\n'
             f"timeout_s = {timeout_s}\nretries = {retries}\n"
         )
-        text, n = block.subn(lambda m: m.group(1) + body, text)
+        text, n = block.subn(lambda m, body=body: m.group(1) + body, text)
         assert n == 1, model
     text = re.sub(r"cooldown_s = [0-9.]+", f"cooldown_s = {cooldown_s}", text)
     path.write_text(text)
@@ -90,7 +90,8 @@ def mmlu_parity_setup():
     """(test table, {router name: (fitted router, [3 operating points], {lam: workbench choice indices})}).
 
     Computed once per test session: every exportable registered router (default parameters, embedding routers
-    on :func:`fast_encoder`) fitted on the first ``PARITY_TRAIN`` train samples of the MMLU-Pro split (seed 0),
+    on :func:`fast_encoder`) fitted on the first ``PARITY_TRAIN`` train
+    samples of the MMLU-Pro split (seed 0),
     three operating points at the 25/50/75% quantiles of its decision grid on test, and the decisions the
     evaluator measures there (``router.policy(test).outcomes(lam)``).
     """

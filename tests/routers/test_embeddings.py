@@ -164,6 +164,17 @@ def test_two_processes_writing_at_once(tmp_cache):
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-6)
 
 
+def test_disk_cache_can_be_switched_off(tmp_cache):
+    enc = HashEncoder()
+    with E.disk_cache_disabled():
+        a = E.embed(["p", "q"], enc)
+        b = E.embed(["p", "q"], enc)
+    assert enc.calls == 2 and not shards(tmp_cache)
+    np.testing.assert_array_equal(a, b)
+    E.embed(["p"], enc)  # back on after the block
+    assert shards(tmp_cache)
+
+
 def test_unknown_encoder_lists_valid_names():
     with pytest.raises(UnknownComponentError, match="minilm-static") as err:
         E.get_encoder("no-such-encoder")
@@ -246,6 +257,23 @@ def test_static_encoder_agrees_with_minilm_on_neighbours(small_static, minilm):
     np.fill_diagonal(s_static, -np.inf)
     np.fill_diagonal(s_full, -np.inf)
     np.testing.assert_array_equal(s_static.argmax(1), s_full.argmax(1))
+
+
+def test_static_encoder_through_embed_skips_the_disk_cache(small_static, tmp_cache):
+    enc, _, _ = small_static
+    np.testing.assert_allclose(E.embed(SENTENCES, enc), enc.encode(SENTENCES), atol=1e-6)
+    assert not (tmp_cache / "embeddings").exists()  # cheaper to recompute than to read
+
+
+def test_static_encoder_save_and_load_round_trip(small_static, tmp_path):
+    from routers.encoders.static import StaticEncoder
+
+    enc, _, _ = small_static
+    again = StaticEncoder.load(enc.save(tmp_path / "enc"))
+    np.testing.assert_array_equal(again.encode(SENTENCES), enc.encode(SENTENCES))
+    (tmp_path / "enc" / "static_vectors.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="static_vectors.npz"):
+        StaticEncoder.load(tmp_path / "enc")
 
 
 def test_static_encoder_is_deterministic(small_static):

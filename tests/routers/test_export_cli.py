@@ -1,4 +1,4 @@
-"""``routelab export`` (from a config, or from an MLflow run of ``routelab eval``) and ``routelab serve`` checks."""
+"""``routelab export`` (from a config, or from an MLflow run of ``routelab eval``) and ``routelab serve``."""
 
 from __future__ import annotations
 

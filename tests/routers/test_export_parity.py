@@ -1,4 +1,4 @@
-"""PARITY on MMLU-Pro: the exported runtime decides exactly as the workbench measured, for every prompt of test.
+"""PARITY on MMLU-Pro: the exported runtime decides exactly as the workbench measured, on every test prompt.
 
 For every exportable registered router at three operating points: export, load the folder (verified; its own
 ``runtime.py``), and compare its choice per prompt on the whole test split with the evaluator's

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible proxy: routing headers, passthrough, streaming, auth, key hygiene, fallback, cooldown."""
+"""The OpenAI-compatible proxy: routing headers, passthrough, streaming, auth, keys, fallback, cooldown."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
@@ -170,7 +171,7 @@ def test_auth_is_required_unless_explicitly_disabled(folder, table):
 
 
 def _echo_upstream(status: int):
-    """An upstream that echoes the Authorization header it received in its error body (as some providers do)."""
+    """An upstream that echoes the Authorization header it got in its error body (as some providers do)."""
 
     async def handler(request):
         auth = request.headers.get("authorization", "")
@@ -235,7 +236,7 @@ def test_fallback_answers_everything_and_cooldown_skips_the_dead_upstream(kind, 
         urls = {m: replay.base_url for m in table.models} | {dead: url}
         point_upstreams(folder, urls, timeout_s=0.4, retries=2, cooldown_s=60)
         with ProxyServer(build_proxy_app(folder, environ=ENV)) as proxy, client(proxy.base_url) as c:
-            times = []
+            times, direct = [], []
             for p in prompts:
                 t0 = time.perf_counter()
                 r = chat(c, p)
@@ -243,13 +244,18 @@ def test_fallback_answers_everything_and_cooldown_skips_the_dead_upstream(kind, 
                 assert r.status_code == 200, r.text
                 assert r.headers["x-routelab-choice"] == dead
                 assert r.headers["x-routelab-reason"] == f"fallback from {dead}"
-                assert r.headers["x-routelab-model"] != dead
-                assert r.json()["model"] == r.headers["x-routelab-model"]
-            first, later = times[0], sorted(times[1:])[len(times[1:]) // 2]
-            # The first request pays the retry budget (3 attempts; timeouts 0.4 s each) ...
-            assert first >= (1.2 if kind == "timeout" else 0.05)
-            # ... later ones go straight to the fallback: no retry time (median of 11, measured).
-            assert later < 0.05, f"median later request took {later:.3f} s (first {first:.3f} s)"
+                fallback = r.headers["x-routelab-model"]
+                assert fallback != dead and r.json()["model"] == fallback
+                # Baseline measured alongside: the same prompt sent straight to the fallback model.
+                t0 = time.perf_counter()
+                assert chat(c, p, model=fallback).status_code == 200
+                direct.append(time.perf_counter() - t0)
+            first = times[0]
+            later, base = float(np.median(times[1:])), float(np.median(direct[1:]))
+            # The first request pays the retry budget (3 attempts: 0.4 s timeouts, or backoff >= 0.075 s) ...
+            assert first >= (1.2 if kind == "timeout" else 0.07)
+            # ... later ones go straight to the fallback: no more time than asking the fallback directly.
+            assert later < base + 0.03, f"later {later:.3f} s, direct {base:.3f} s, first {first:.3f} s"
             if srv is not None:
                 assert (
                     srv.app.stats()["requests"] == 3

@@ -2,8 +2,8 @@
 
 For every exportable router at three operating points: export, serve the folder with the proxy, the replay
 server (recorded MMLU-Pro answers) as every model's upstream, and send a few hundred test prompts with their
-category header; the ``x-routelab-choice`` header (and, with no failures, ``x-routelab-model`` and the answering
-model in the body) must equal the workbench's decision for every prompt.
+category header; the ``x-routelab-choice`` header (and, with no failures, ``x-routelab-model`` and the
+answering model in the body) must equal the workbench's decision for every prompt.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def mlflow_uri(tmp_path, monkeypatch):
     import mlflow
     import mlflow.utils.environment as env
 
-    # MLflow compares the model's pinned requirements with this environment (seconds per model, warnings only).
+    # MLflow compares the model's pinned requirements with this environment (seconds; warnings only).
     monkeypatch.setattr(env, "warn_dependency_requirement_mismatches", lambda reqs: None)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
