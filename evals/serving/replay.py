@@ -495,8 +495,10 @@ class ReplayServer:
     def _bind(self) -> None:
         import uvicorn  # heavy; only when a server is really started
 
+        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted connections of sockets
+        # created with it, and without TCP_NODELAY each sequential request waits ~40 ms for delayed ACKs.
         self._sock = socket.socket(
-            socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM
+            socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
         )
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
