@@ -172,7 +172,11 @@ def bench_routellm(encoder: str, seed: int = 0) -> None:
         (PLAIN_LR, {"name": "classifier", "params": {**emb}}),
         ("classifier (shrunk, C=0.02)", {"name": "classifier", "params": {**emb, "C": 0.02}}),
         ("classifier (shrunk, C=0.01)", {"name": "classifier", "params": {**emb, "C": 0.01}}),
-        ("irt-blend", {"name": "irt-blend", "params": {**emb}}),
+        ("knn (+ category)", {"name": "knn", "params": {**emb, "use_category": True}}),
+        (
+            "irt-blend (one cost per model)",
+            {"name": "irt-blend", "params": {**emb, "per_category_cost": False}},
+        ),
     ]
     values: dict[str, float] = {}
     print(f"{'router':34s} {'APGR':>6s} {'vs plain LR':>11s} {'fit s':>6s}")

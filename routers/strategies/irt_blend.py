@@ -61,6 +61,9 @@ class IRTBlendRouter(EmbeddingRouter):
         weight_linear: Blend weight of the linear part.
         weight_factors: Blend weight of the factor part.
         weight_category: Blend weight of the category part.
+        per_category_cost: Predict each model's cost as its mean train cost in the request's category
+            (output lengths differ by subject); False = one mean cost per model (what a two-model,
+            strong-call-share view such as APGR assumes).
         random_state: Seed of the fold assignment.
     """
 
@@ -79,6 +82,7 @@ class IRTBlendRouter(EmbeddingRouter):
         weight_linear: float = 1.0,
         weight_factors: float = 1.0,
         weight_category: float = 1.0,
+        per_category_cost: bool = True,
         random_state: int = 0,
     ):
         self.encoder = encoder
@@ -91,6 +95,7 @@ class IRTBlendRouter(EmbeddingRouter):
         self.weight_linear = weight_linear
         self.weight_factors = weight_factors
         self.weight_category = weight_category
+        self.per_category_cost = per_category_cost
         self.random_state = random_state
 
     def _check_params(self) -> list[float]:
@@ -147,18 +152,21 @@ class IRTBlendRouter(EmbeddingRouter):
             )
         )
 
-        arrays: dict[str, np.ndarray] = {
-            "cost_per_model": self.cost_per_model_,
+        arrays: dict[str, np.ndarray] = {"cost_per_model": self.cost_per_model_}
+        cost: dict[str, Any] = {"kind": "constant"}
+        if self.per_category_cost:
             # Output lengths differ by subject (long chains of thought in math): the mean cost per category.
-            "cost_table": per_category_mean(np.asarray(train.cost, dtype=np.float64), cats, vocab, 2.0),
-        }
+            arrays["cost_table"] = per_category_mean(
+                np.asarray(train.cost, dtype=np.float64), cats, vocab, 2.0
+            )
+            cost = {"kind": "constant", "per_category": True, "categories": vocab}
         for i, (_, part_arrays) in enumerate(parts):
             arrays.update({f"p{i}.{k}": v for k, v in part_arrays.items()})
         meta = self._base_meta(
             "blend",
             weights=weights,
             parts=[m for m, _ in parts],
-            cost={"kind": "constant", "per_category": True, "categories": vocab},
+            cost=cost,
         )
         self.state_ = (meta, arrays)
 
