@@ -34,7 +34,8 @@ def register_router(name: str) -> Callable[[type], type]:
 
 def name_of(cls: type) -> str:
     """The registered name of a router class (its class name if unregistered)."""
-    return getattr(cls, "_registered_name", cls.__name__)
+    # Look in the class's own namespace: an unregistered subclass must not borrow its parent's name.
+    return cls.__dict__.get("_registered_name", cls.__name__)
 
 
 def make_router(spec: str | dict[str, Any]) -> Any:

@@ -437,7 +437,17 @@ def collect(
     Returns:
         A :class:`CollectResult`; its ``format_spend()`` is what ``routelab collect`` prints.
     """
-    result = asyncio.run(acollect(config, transport=transport, env=env, progress=progress))
+    coro = acollect(config, transport=transport, env=env, progress=progress)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: no loop in this thread
+        result = asyncio.run(coro)
+    else:
+        # Called from inside a running loop (Jupyter): asyncio.run would refuse, so run on a worker thread.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            result = pool.submit(asyncio.run, coro).result()
     if write and result.table is not None:
         result.table.to_parquet(config.output)
     return result

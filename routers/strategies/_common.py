@@ -192,11 +192,27 @@ def fit_logistic(
     (smoothed) log-odds of its mean as bias.
     """
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     n, m = y.shape
     weights = np.zeros((m, x.shape[1]))
     bias = np.zeros(m)
     binary = bool(np.isin(y, (0.0, 1.0)).all())
+    # One BLAS thread: these small solves gain nothing from threads, and on a busy 2-core machine
+    # oversubscribed BLAS threads made fits ~15x slower.
+    with threadpool_limits(limits=1):
+        _fit_columns(x, y, c, random_state, weights, bias, binary)
+    return weights, bias
+
+
+def _fit_columns(
+    x: np.ndarray, y: np.ndarray, c: float, random_state: int | None, weights: np.ndarray, bias: np.ndarray,
+    binary: bool,
+) -> None:
+    """Fill ``weights``/``bias`` column by column (see :func:`fit_logistic`)."""
+    from sklearn.linear_model import LogisticRegression
+
+    n, m = y.shape
     for j in range(m):
         col = y[:, j]
         mean = (col.sum() + 0.5) / (n + 1.0)
@@ -212,4 +228,3 @@ def fit_logistic(
             ww = np.r_[col, 1.0 - col]
             lr.fit(xx, yy, sample_weight=ww)
         weights[j], bias[j] = lr.coef_[0], lr.intercept_[0]
-    return weights, bias

@@ -294,3 +294,37 @@ def test_unknown_price_and_missing_judge_fail_before_any_call(tmp_path, answers)
     )
     with pytest.raises(SchemaError, match="no 'prompt' column"):
         collect(cfg, transport=httpx.MockTransport(no_calls), progress=False)
+
+
+def test_collect_works_inside_a_running_event_loop(tmp_path):
+    """From Jupyter (a loop already running) ``collect`` must not fail with asyncio.run's error."""
+    import asyncio
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Say 7", "reference": "7"}))
+
+    def handler(request):
+        return httpx.Response(200, json={"choices": [{"message": {"content": "7"}}]})
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+output = "o.parquet"
+cache = "c.sqlite"
+[tasks]
+prompts = "{prompts.name}"
+[grader]
+name = "number"
+[providers.local]
+base_url = "http://local.test/v1"
+[[models]]
+name = "echo"
+provider = "local"
+input_per_1m = 1.0
+output_per_1m = 1.0
+""")
+
+    async def inside_a_loop():
+        return collect(load_config(cfg), transport=httpx.MockTransport(handler), progress=False)
+
+    result = asyncio.run(inside_a_loop())
+    assert result.table.frame["score"].tolist() == [1.0]
