@@ -154,7 +154,9 @@ class OutcomeTable:
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
-    def from_records(cls, records: Iterable[dict[str, Any]], card: DatasetCard | None = None, **kw: Any) -> OutcomeTable:
+    def from_records(
+        cls, records: Iterable[dict[str, Any]], card: DatasetCard | None = None, **kw: Any
+    ) -> OutcomeTable:
         """Build from an iterable of row dicts."""
         return cls(pd.DataFrame.from_records(list(records)), card, **kw)
 

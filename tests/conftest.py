@@ -43,7 +43,8 @@ def tiny_table() -> OutcomeTable:
     """
     rows = []
     costs = {"cheap": 0.001, "mid": 0.005, "big": 0.02}
-    for sid, cat in [("e1", "easy"), ("e2", "easy"), ("m1", "medium"), ("m2", "medium"), ("h1", "hard"), ("h2", "hard")]:
+    samples = [("e1", "easy"), ("e2", "easy"), ("m1", "medium"), ("m2", "medium"), ("h1", "hard"), ("h2", "hard")]
+    for sid, cat in samples:
         for model, cost in costs.items():
             right = model == "big" or (model == "mid" and cat != "hard") or (model == "cheap" and cat == "easy")
             rows.append(

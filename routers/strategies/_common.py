@@ -191,7 +191,6 @@ def fit_logistic(
     ``y`` and a negative with weight ``1 - y``. A column with a single class gets zero weights and the
     (smoothed) log-odds of its mean as bias.
     """
-    from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
     n, m = y.shape

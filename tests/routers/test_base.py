@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routers.base import Queries, ScorePolicy, decide
 from evals.exceptions import SchemaError
+from routers.base import Queries, ScorePolicy, decide
 
 
 def test_decide_extremes_pick_cheapest_and_best():
