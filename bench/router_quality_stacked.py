@@ -40,7 +40,7 @@ def routers_compared(encoder: str) -> list[tuple[str, dict]]:
     emb = {"encoder": encoder}
     return [
         ("category", {"name": "category", "params": {}}),
-        (PLAIN_LR, {"name": "classifier", "params": {**emb, "use_category": True}}),
+        (PLAIN_LR, {"name": "classifier", "params": {**emb, "use_category": True, "C": 1.0}}),
         (
             "classifier (shrunk, C=0.1)",
             {"name": "classifier", "params": {**emb, "use_category": True, "C": 0.1}},
