@@ -64,7 +64,7 @@ REPLAY = textwrap.dedent("""
     from evals.serving import build_replay_app
     app = build_replay_app(OutcomeTable.read_parquet(sys.argv[1]))
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False,
-                lifespan="off", http="h11", backlog=4096)
+                lifespan="off", backlog=4096)
 """)
 
 
