@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,7 +27,7 @@ import pandas as pd
 
 from evals.outcomes import OutcomeTable
 
-__all__ = ["Curve", "Frontier", "compute_frontier", "oracle_choice", "reference_curves"]
+__all__ = ["Curve", "Frontier", "compute_frontier", "oracle_choice", "reference_curves", "sweep_policies"]
 
 #: Dollars per request -> dollars per 1,000 requests.
 PER_1K = 1000.0
@@ -244,3 +245,30 @@ def compute_frontier(
         random=random,
         policy=policy,
     )
+
+
+def sweep_policies(
+    policies: list[object], *, n_points: int = 200, max_workers: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Sweep several routers' policies at once: per policy ``(lams, cost, quality, share)``.
+
+    The sweeps are independent and spend their time in numpy, which releases the GIL, so a thread per core
+    runs them in parallel (``max_workers`` defaults to the number of cores, at most one per policy).
+
+    Args:
+        policies: Policies from ``router.policy(table)``.
+        n_points: Operating points requested from each policy's grid.
+        max_workers: Threads to use (1 = sequential).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(policy: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        lams = np.asarray(policy.grid(n_points), dtype=float)  # type: ignore[attr-defined]
+        cost, quality, share = policy.curve(lams)  # type: ignore[attr-defined]
+        return lams, np.asarray(cost), np.asarray(quality), np.asarray(share)
+
+    workers = max(1, min(max_workers or os.cpu_count() or 1, len(policies)))
+    if workers == 1:
+        return [one(p) for p in policies]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="routelab-sweep") as pool:
+        return list(pool.map(one, policies))

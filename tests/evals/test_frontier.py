@@ -141,3 +141,23 @@ def test_hull_steps_are_the_decision_changes():
     assert row.tolist() == [0, 0, 0]
     assert before.tolist() == [-1, 0, 1] and after.tolist() == [0, 1, 2]
     np.testing.assert_allclose(lam, [0.0, 1 / 0.3, 3 / 0.4])
+
+
+def test_sweep_policies_in_threads_equals_one_at_a_time():
+    from evals.frontier import sweep_policies
+    from routers.base import ScorePolicy
+
+    rng = np.random.default_rng(3)
+    policies = [
+        ScorePolicy([f"m{j}" for j in range(5)], rng.random((300, 5)), rng.random((300, 5)),
+                    (rng.random((300, 5)) < 0.5).astype(float), rng.random((300, 5)))
+        for _ in range(4)
+    ]
+    one = sweep_policies(policies, n_points=120, max_workers=1)
+    two = sweep_policies(policies, n_points=120, max_workers=2)
+    assert len(one) == len(two) == 4
+    for a, b in zip(one, two, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    lams, cost, qual, share = one[0]
+    assert len(lams) >= 100 and cost.shape == qual.shape == lams.shape and share.shape == (len(lams), 5)
