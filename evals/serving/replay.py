@@ -31,16 +31,16 @@ import hashlib
 import json
 import logging
 import math
-import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from evals.exceptions import ConfigError
 from evals.outcomes import OutcomeTable
+from evals.serving.background import BackgroundServer
 
 __all__ = ["FAULT_KINDS", "ReplayServer", "build_replay_app"]
 
@@ -430,7 +430,7 @@ def build_replay_app(
     )
 
 
-class ReplayServer:
+class ReplayServer(BackgroundServer):
     """Run the replay app with uvicorn on loopback, in a background thread.
 
     Args:
@@ -474,82 +474,7 @@ class ReplayServer:
             hang_s=hang_s,
             api_key=api_key,
         )
-        self.host = host
-        self._port = port
-        self._sock: socket.socket | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port (after :meth:`start`)."""
-        if self._sock is None:
-            raise RuntimeError("ReplayServer is not started")
-        return int(self._sock.getsockname()[1])
-
-    @property
-    def base_url(self) -> str:
-        """``http://HOST:PORT/v1``: what an OpenAI-compatible client takes as its base URL."""
-        return f"http://{self.host}:{self.port}/v1"
-
-    def _bind(self) -> None:
-        import uvicorn  # heavy; only when a server is really started
-
-        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted connections of sockets
-        # created with it, and without TCP_NODELAY each sequential request waits ~40 ms for delayed ACKs.
-        self._sock = socket.socket(
-            socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
-        )
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._sock.bind((self.host, self._port))
-        self._sock.listen(2048)  # accept (queue) connections from now on, before uvicorn's loop runs
-        config = uvicorn.Config(
-            self.app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            loop="asyncio",
-            http="h11",
-            timeout_graceful_shutdown=1,
-            backlog=2048,
-        )
-        self._server = uvicorn.Server(config)
-
-    def start(self) -> ReplayServer:
-        """Bind, start serving in a daemon thread, and return once the server accepts connections."""
-        self._bind()
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._sock]},
-            name=f"replay-server-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("replay server failed to start")
-            time.sleep(0.01)
-        return self
-
-    def serve_forever(self, announce: Callable[[str], None] | None = None) -> None:
-        """Serve in this thread until interrupted (the CLI's mode); ``announce(base_url)`` once bound."""
-        self._bind()
-        if announce is not None:
-            announce(self.base_url)
-        self._server.run(sockets=[self._sock])
-
-    def stop(self) -> None:
-        """Stop serving (held ``timeout`` faults are released) and join the thread."""
-        self.app.stopping = True
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-        self._thread = None
+        super().__init__(self.app, host=host, port=port, lifespan="off", name="replay server")
 
     def stats(self) -> dict[str, Any]:
         """Request counts: totals and per (model, sample_id); see :meth:`_ReplayApp.stats`."""
@@ -564,9 +489,3 @@ class ReplayServer:
     def reset_stats(self) -> None:
         """Forget all counts."""
         self.app.reset_stats()
-
-    def __enter__(self) -> ReplayServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import random
-import socket
 import threading
 import time
 from collections import defaultdict
@@ -55,6 +54,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from evals.exceptions import ConfigError
+from evals.serving.background import BackgroundServer
 from routers.export.exporter import ExportedRouter, load_exported
 from routers.export.upstreams import ProxyConfig, Upstream
 
@@ -666,12 +666,11 @@ def build_proxy_app(
     return app
 
 
-class ProxyServer:
+class ProxyServer(BackgroundServer):
     """Run an ASGI app (the proxy, or any other) with uvicorn in a background thread on loopback.
 
-    For tests, benchmarks and notebooks. The listening socket is created with ``IPPROTO_TCP`` so that asyncio
-    sets ``TCP_NODELAY`` on accepted connections: without it a response written in two parts (headers, then
-    body) waits for the client's delayed ACK, adding about 40 ms to every request.
+    For tests, benchmarks and notebooks: a :class:`evals.serving.BackgroundServer` with the app's lifespan
+    handlers on (the proxy opens and closes its upstream clients there).
 
     Example:
         >>> with ProxyServer(build_proxy_app(folder, no_auth=True)) as srv:   # doctest: +SKIP
@@ -681,75 +680,7 @@ class ProxyServer:
     def __init__(
         self, app: Any, *, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"
     ) -> None:
-        self.app = app
-        self.host, self._port, self.log_level = host, port, log_level
-        self._sock: socket.socket | None = None
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port."""
-        if self._sock is None:
-            raise RuntimeError("ProxyServer is not started")
-        return int(self._sock.getsockname()[1])
-
-    @property
-    def base_url(self) -> str:
-        """``http://HOST:PORT/v1``."""
-        return f"http://{self.host}:{self.port}/v1"
-
-    def start(self) -> ProxyServer:
-        """Bind and serve in a daemon thread; return once accepting connections."""
-        import uvicorn
-
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((self.host, self._port))
-        config = uvicorn.Config(
-            self.app,
-            log_level=self.log_level,
-            access_log=False,
-            lifespan="on",
-            # uvloop and httptools when installed (they are dependencies): about half the per-request CPU
-            # of asyncio + h11, which is what the proxy adds on a busy machine.
-            loop="auto",
-            http="auto",
-            backlog=2048,
-            timeout_graceful_shutdown=1,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._sock]},
-            name=f"routelab-proxy-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("proxy server failed to start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and join the thread."""
-        if hasattr(self.app, "stopping"):  # the replay app releases requests it holds (injected timeouts)
-            self.app.stopping = True
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        if self._sock is not None:
-            self._sock.close()
-        self._thread = None
-
-    def __enter__(self) -> ProxyServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(app, host=host, port=port, log_level=log_level, lifespan="on", name="routelab-proxy")
 
 
 def serve(
