@@ -83,8 +83,8 @@ def _tokens(value: float, text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def _prompt_of(messages: Any) -> str | None:
-    """Text of the last user message (string content, or the text parts of a content list)."""
+def prompt_of(messages: Any) -> str | None:
+    """Text of the last user message of an OpenAI chat request (string content, or the text parts of a content list)."""
     if not isinstance(messages, list):
         return None
     for msg in reversed(messages):
@@ -231,7 +231,7 @@ class _ReplayApp:
                 send, *_error(400, f"request body is not valid JSON ({exc})", "invalid_request_error")
             )
             return
-        model, prompt = req.get("model"), _prompt_of(req.get("messages"))
+        model, prompt = req.get("model"), prompt_of(req.get("messages"))
         if not isinstance(model, str) or prompt is None:
             self._count_error()
             await _send(

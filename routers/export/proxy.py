@@ -55,6 +55,7 @@ from starlette.routing import Route
 
 from evals.exceptions import ConfigError
 from evals.serving.background import BackgroundServer
+from evals.serving.replay import prompt_of  # the replay server reads requests the same way
 from routers.export.exporter import ExportedRouter, load_exported
 from routers.export.upstreams import ProxyConfig, Upstream
 
@@ -65,23 +66,6 @@ log = logging.getLogger("routelab.proxy")
 _RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 _AUTH_FAIL_STATUS = {401, 403}
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-
-
-def prompt_of(messages: Any) -> str | None:
-    """Text of the last user message (string content, or the text parts of a content list)."""
-    if not isinstance(messages, list):
-        return None
-    for msg in reversed(messages):
-        if isinstance(msg, dict) and msg.get("role") == "user":
-            content = msg.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return "".join(
-                    p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-                )
-            return None
-    return None
 
 
 def _error(
