@@ -85,11 +85,13 @@ class _Unseeded(_Mean):
         self.random_state = random_state
 
     def _fit(self, train: OutcomeTable) -> None:
-        self.noise_ = np.random.default_rng().random(len(self.models_))  # ignores random_state
+        # Ignores random_state: every fit draws its own seed. The noise is per (prompt, model), so that two
+        # fits agreeing on every decision by chance is practically impossible (a per-model vector was flaky).
+        self.seed_ = int(np.random.default_rng().integers(2**32))
 
     def predict_quality(self, queries: Queries) -> np.ndarray:
         self._check_fitted()
-        return np.broadcast_to(self.noise_, (len(queries), len(self.models_))).copy()
+        return np.random.default_rng(self.seed_).random((len(queries), len(self.models_)))
 
 
 class _NoFitCheck(_Mean):
