@@ -21,7 +21,8 @@ Checks (each a function ``check_<name>(router, table)``, listed in :data:`CHECKS
 - ``cost_monotone``: realised mean cost over the grid, and each prompt's predicted cost, never decrease
   as the operating point rises.
 - ``same_seed_same_decisions``: two fits with the same parameters (same ``random_state``) decide alike.
-- ``export_parity``: for routers with ``export_state``, the runtime rebuilt from it decides identically.
+- ``export_parity``: for routers with ``export_state``, the runtime rebuilt from it decides identically;
+  for an adaptive state also while both are fed the same feedback, one sample at a time.
 """
 
 from __future__ import annotations
@@ -296,10 +297,32 @@ def check_export_parity(router: Router, table: OutcomeTable) -> None:
     meta = json.loads(json.dumps(meta))  # what an export folder stores
     rt = runtime.load_state(meta, {k: np.array(v) for k, v in arrays.items()})
     queries = Queries.from_table(table)
-    for lam in _lams(r, table):
+    lams = _lams(r, table)
+    for lam in lams:
         mine = r.route_indices(queries, float(lam))
         theirs = rt.route_indices(list(queries.prompts), float(lam), queries.categories)
         assert np.array_equal(mine, theirs), f"the exported runtime decides differently at lam={lam}"
+    if not meta.get("adaptive"):
+        return
+    # A router that learns from feedback must learn alike: the table's stream, each sample's recorded score of
+    # the model routed to fed back to both (the workbench's ``update``, the runtime's ``feedback``), in order.
+    assert callable(getattr(r, "update", None)), "its state is adaptive but the router has no update()"
+    cats = queries.categories or ("",) * len(queries)
+    lam = float(lams[len(lams) // 2])
+    for i in range(len(queries)):
+        q_i = Queries.of([queries.prompts[i]], [cats[i]])
+        j = int(r.route_indices(q_i, lam)[0])
+        assert int(rt.route_indices([queries.prompts[i]], lam, [cats[i]])[0]) == j, (
+            f"the exported runtime decides differently after {i} feedbacks at lam={lam}"
+        )
+        model = r.models_[j]
+        score = float(table.quality[i, list(table.models).index(model)])
+        r.update(cats[i], model, score)
+        rt.feedback(cats[i], model, score)
+    for lam in lams:
+        mine = r.route_indices(queries, float(lam))
+        theirs = rt.route_indices(list(queries.prompts), float(lam), queries.categories)
+        assert np.array_equal(mine, theirs), f"after feedback the exported runtime decides differently at lam={lam}"
 
 
 CHECKS: dict[str, Callable[[Router, OutcomeTable], None]] = {

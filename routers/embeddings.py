@@ -45,6 +45,7 @@ import numpy as np
 
 from evals.paths import cache_dir
 from evals.registry import Registry
+from routers.runtime import l2_normalize  # one definition, shared with exported routers (numpy only)
 
 __all__ = [
     "EmbeddingCache",
@@ -85,6 +86,10 @@ class Encoder(ABC):
     """Embedding dimension."""
     disk_cache: bool = True
     """Whether :func:`embed` caches this encoder's vectors on disk (pointless for sub-ms encoders)."""
+    normalised: bool = False
+    """Whether :meth:`encode` already returns rows passed through :func:`l2_normalize`; :func:`embed` then
+    returns them as they are (normalising twice is not bit-idempotent in float32, and an exported router must
+    reproduce the workbench's vectors exactly)."""
 
     @abstractmethod
     def encode(self, texts: Sequence[str]) -> np.ndarray:
@@ -123,13 +128,6 @@ def get_encoder(name: str = "minilm") -> Encoder:
     if getattr(encoder, "name", None) != name:
         encoder.name = name
     return encoder
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (all-zero rows stay zero), as float32."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -441,5 +439,5 @@ def _encode_batched(enc: Encoder, texts: list[str], batch_size: int, progress: b
                 f"encoder {enc.name!r} returned shape {out.shape} for {len(batch)} texts"
                 f" (expected ({len(batch)}, {enc.dim}))"
             )
-        parts.append(l2_normalize(out))
+        parts.append(out if enc.normalised else l2_normalize(out))
     return np.concatenate(parts)

@@ -22,6 +22,8 @@ linear          :func:`linear_head`: per-model logistic regression on features
 knn             :func:`knn_head`: similarity-weighted quality of the k nearest train prompts
 mf              :func:`mf_head`: sigmoid(<W x, v_m> + b_m) (matrix factorisation)
 blend           weighted mean of the quality of several sub-states (``meta["parts"]``)
+adaptive        :func:`posterior_head`: per-category discounted Beta posterior of success, updated live by
+                :meth:`LoadedRouter.feedback` (:func:`apply_feedback`); decided by :func:`explore_choice`
 ==============  ========================================================================================
 
 Cost heads (``meta["cost"]["kind"]``): ``constant`` (per model, optionally per category) or ``tokens``
@@ -30,34 +32,59 @@ Cost heads (``meta["cost"]["kind"]``): ``constant`` (per model, optionally per c
 Featurisation (:func:`featurise`): ``encoder`` names a sentence encoder. ``hash-bow`` / ``hash-bow-<dim>``
 is a hashing bag of words computed here (no model, no dependency); any other name is resolved by
 ``routers.embeddings.embed`` when the workbench is importable, else by the ``embed_fn`` given to
-:func:`load_state` (the export folder passes its own).
+:func:`load_state` (the export folder passes its own). The ``minilm-static`` encoder's arithmetic is here too
+(:func:`static_embed`): an export bundles its tokenizer and token table as data, and :func:`load_folder` /
+:func:`load_static_encoder` run it with numpy and the ``tokenizers`` package only (imported lazily).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import threading
+import zipfile
 import zlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "FeedbackState",
     "LoadedRouter",
+    "STATIC_TOKENIZER_FILE",
+    "STATIC_VECTORS_FILE",
+    "StaticEmbedder",
+    "apply_feedback",
     "category_one_hot",
     "category_table_head",
+    "check_feedback",
     "decide",
+    "decide_rows",
+    "evidence_from_dict",
+    "evidence_to_dict",
+    "explore_choice",
     "featurise",
     "hash_bow",
     "knn_head",
+    "l2_normalize",
     "linear_head",
+    "load_folder",
     "load_state",
+    "load_static_encoder",
     "match_rules",
     "mf_head",
+    "posterior_head",
     "random_mix_choice",
     "rules_head",
     "sigmoid",
+    "static_embed",
+    "StaticTokenIds",
+    "static_token_ids",
+    "static_tokenizer",
     "token_cost_head",
     "unit_hash",
 ]
@@ -164,6 +191,358 @@ def category_index(categories: Sequence[str] | None, vocabulary: Sequence[str], 
     if categories is None:
         return np.full(n, len(vocabulary), dtype=int)
     return np.array([index.get(str(c), len(vocabulary)) for c in categories], dtype=int)
+
+
+# ---------------------------------------------------------------------------------------------- static encoder
+# The ``minilm-static`` encoder (routers.encoders.static) is a tokenizer plus a table of token vectors: data, no
+# model. Its arithmetic lives here, so the workbench's StaticEncoder and an export folder's bundled copy (files
+# below, recorded in router.json under "bundled_encoder") compute the same bits with numpy and `tokenizers` only.
+
+#: The token table of a bundled static encoder (``.npz`` with one float32 array ``vectors``; no pickle).
+STATIC_VECTORS_FILE = "encoder.npz"
+#: The tokenizer of a bundled static encoder (the Hugging Face ``tokenizers`` JSON format).
+STATIC_TOKENIZER_FILE = "tokenizer.json"
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero), as float32 (``routers.embeddings`` uses this)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, np.float32(1e-12))
+
+
+_FIRST = np.zeros(1, dtype=np.int64)  # reduceat's segment starts for a single text
+
+
+def static_embed(token_ids: Sequence[Sequence[int]], vectors: np.ndarray) -> np.ndarray:
+    """Static embeddings: per text, the sum of its tokens' rows of ``vectors``, then :func:`l2_normalize`.
+
+    (The mean's scale would vanish in the normalisation, so the sum is used.) A text without tokens gives a
+    zero vector. The sum over a text's tokens does not depend on the other texts of the batch.
+
+    Args:
+        token_ids: Per text, its token ids (rows of ``vectors``).
+        vectors: (vocab, d) float32 token vectors.
+
+    Returns:
+        float32 array (len(token_ids), d).
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise ValueError(f"static token vectors must be a (vocab, d) array, got shape {vectors.shape}")
+    if len(token_ids) == 1 and len(token_ids[0]):
+        # One text (a proxy request): the same reduceat as below, so the same bits, with fewer numpy calls.
+        return l2_normalize(np.add.reduceat(vectors[np.asarray(token_ids[0], dtype=np.int64)], _FIRST, axis=0))
+    out = np.zeros((len(token_ids), vectors.shape[1]), dtype=np.float32)
+    lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
+    nonempty = np.flatnonzero(lengths)
+    if len(nonempty):
+        ids = np.concatenate([np.asarray(token_ids[i], dtype=np.int64) for i in nonempty])
+        starts = np.concatenate([[0], np.cumsum(lengths[nonempty])[:-1]])
+        # One gather and one segmented sum for the batch.
+        out[nonempty] = np.add.reduceat(vectors[ids], starts, axis=0)
+    return l2_normalize(out)
+
+
+def static_tokenizer(path: str | os.PathLike[str], max_tokens: int) -> Any:
+    """A ``tokenizers.Tokenizer`` read from ``path`` (a ``tokenizer.json``): no padding, at most ``max_tokens``.
+
+    ``tokenizers`` is imported here only (this module needs numpy alone otherwise).
+
+    Raises:
+        ImportError: if the ``tokenizers`` package is not installed (the message says how to install it).
+        ValueError: if the file is missing or is not a tokenizer.
+    """
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:
+        raise ImportError(
+            f"the static encoder needs the 'tokenizers' package to read {str(path)!r}; install it with "
+            "`pip install tokenizers`"
+        ) from exc
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: the static encoder needs its tokenizer.json")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
+        raise ValueError(f"{path} is not a readable tokenizer.json ({exc})") from None
+    tok.no_padding()
+    tok.enable_truncation(max_length=int(max_tokens))
+    return tok
+
+
+def static_token_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids per text from a :func:`static_tokenizer`, without special tokens ([CLS], [SEP])."""
+    texts = [str(t) for t in texts]
+    if not texts:
+        return []
+    if len(texts) == 1:
+        return [tokenizer.encode(texts[0], add_special_tokens=False).ids]
+    return [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+# Exact BERT pre-processing of ASCII text (what BertNormalizer + BertPreTokenizer do to it, see StaticTokenIds):
+# control characters other than tab/newline/return are dropped, text is lowercased, and it splits into runs of
+# letters and digits and single punctuation characters (every printable ASCII character that is neither).
+_ASCII_CONTROL = {c: None for c in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)}
+_ASCII_PIECE = re.compile(r"[a-z0-9]+|[!-/:-@\[-`{-~]")
+# A whitespace-delimited chunk holding a non-ASCII character. BERT always splits at ASCII space, tab, newline and
+# return, so such a chunk is tokenised on its own, by the tokenizer, and the ASCII text between chunks by the
+# fast path.
+_NON_ASCII_CHUNK = re.compile(r"([^ \t\n\r]*[^\x00-\x7f][^ \t\n\r]*)")
+
+
+class StaticTokenIds:
+    """:func:`static_token_ids` of a BERT WordPiece tokenizer, with an exact, faster path for ASCII text.
+
+    The tokenizer's pipeline for ASCII is simple enough to run in Python (see ``_ASCII_PIECE``): its words
+    are then looked up in a cache of word -> word-piece ids that the tokenizer itself fills (WordPiece
+    splits each word on its own, so a word's pieces do not depend on its neighbours). A whitespace-delimited
+    chunk with a non-ASCII character goes to the tokenizer on its own (cached the same way), and a text that
+    contains one of the tokenizer's added tokens ("[CLS]", ...) goes to it whole. That is 2-4x faster than a
+    tokenizer call for a typical prompt and gives the same ids (tested against the tokenizer on every prompt
+    of the local task sets and on random ASCII and Unicode text).
+
+    Args:
+        tokenizer: A ``tokenizers.Tokenizer`` from :func:`static_tokenizer` (a BERT normalizer, the BERT
+            pre-tokenizer and a WordPiece model; anything else always takes the tokenizer's own path).
+        max_words: Bound on the word cache (it is emptied when full).
+    """
+
+    def __init__(self, tokenizer: Any, *, max_words: int = 200_000) -> None:
+        self.tokenizer = tokenizer
+        self.max_words = int(max_words)
+        truncation = getattr(tokenizer, "truncation", None) or {}
+        self.max_tokens = int(truncation.get("max_length") or 0) or None
+        self._words: dict[str, list[int]] = {}
+        spec = _tokenizer_spec(tokenizer)
+        self.fast = spec is not None and _is_lowercasing_bert_wordpiece(spec)
+        # Added tokens ("[CLS]", "[MASK]", ...) are matched in the raw text before anything else; a text that
+        # contains one takes the tokenizer's path.
+        self._added = [str(t.get("content", "")) for t in (spec or {}).get("added_tokens") or [] if t.get("content")]
+
+    def __call__(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, without special tokens, truncated like the tokenizer."""
+        texts = [str(t) for t in texts]
+        if not self.fast:
+            return static_token_ids(self.tokenizer, texts)
+        added = self._added
+        out: list[list[int] | None] = [None if any(a in t for a in added) else self._fast(t) for t in texts]
+        rest = [i for i, ids in enumerate(out) if ids is None]
+        if rest:
+            for i, ids in zip(rest, static_token_ids(self.tokenizer, [texts[i] for i in rest]), strict=True):
+                out[i] = ids
+        return out  # type: ignore[return-value]
+
+    def _fast(self, text: str) -> list[int]:
+        if text.isascii():
+            return self._ascii(text, [])
+        ids: list[int] = []
+        # split() with a group alternates: ASCII text, a non-ASCII chunk, ASCII text, ...
+        for k, part in enumerate(_NON_ASCII_CHUNK.split(text)):
+            if k % 2 == 0:
+                ids = self._ascii(part, ids)
+            else:
+                ids += self._piece_ids(part)
+            if self.max_tokens is not None and len(ids) >= self.max_tokens:
+                return ids[: self.max_tokens]
+        return ids
+
+    def _piece_ids(self, word: str) -> list[int]:
+        """The tokenizer's ids for one word or chunk, cached."""
+        words = self._words
+        pieces = words.get(word)
+        if pieces is None:
+            if len(words) >= self.max_words:
+                words.clear()
+            pieces = words[word] = self.tokenizer.encode(word, add_special_tokens=False).ids
+        return pieces
+
+    def _ascii(self, text: str, ids: list[int]) -> list[int]:
+        """Append the ids of ASCII ``text`` to ``ids`` (stopping once ``max_tokens`` are reached)."""
+        words = self._words
+        limit = self.max_tokens
+        for word in _ASCII_PIECE.findall(text.translate(_ASCII_CONTROL).lower()):
+            pieces = words.get(word)
+            if pieces is None:
+                pieces = self._piece_ids(word)
+            ids += pieces
+            if limit is not None and len(ids) >= limit:
+                return ids[:limit]
+        return ids
+
+
+def _tokenizer_spec(tokenizer: Any) -> dict[str, Any] | None:
+    """The JSON description of a ``tokenizers.Tokenizer`` (None for anything else)."""
+    try:
+        return json.loads(tokenizer.to_str())
+    except Exception:  # not a tokenizers.Tokenizer (a test double): it keeps its own path
+        return None
+
+
+def _is_lowercasing_bert_wordpiece(spec: dict[str, Any]) -> bool:
+    """Whether a tokenizer is the BERT pipeline :class:`StaticTokenIds` reproduces for ASCII text."""
+    norm, pre, model = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}, spec.get("model") or {}
+    return (
+        norm.get("type") == "BertNormalizer"
+        and norm.get("clean_text") is True
+        and norm.get("lowercase") is True
+        and norm.get("strip_accents") in (None, True)
+        and pre.get("type") == "BertPreTokenizer"
+        and model.get("type") == "WordPiece"
+    )
+
+
+class StaticEmbedder:
+    """The ``embed_fn`` (see :func:`load_state`) of a static encoder: a tokenizer and a token table, no model.
+
+    Args:
+        vectors: (vocab, d) float32 token vectors.
+        tokenizer: A ``tokenizers.Tokenizer`` set up by :func:`static_tokenizer`.
+        name: The encoder name it computes (``meta["encoder"]`` of the states that use it).
+        fallback: The ``embed_fn`` for any other encoder name (a blend may mix encoders); None refuses them.
+    """
+
+    def __init__(
+        self, vectors: np.ndarray, tokenizer: Any, *, name: str = "minilm-static", fallback: EmbedFn | None = None
+    ) -> None:
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.tokenizer = tokenizer
+        self.token_ids = StaticTokenIds(tokenizer)
+        self.name = name
+        self.fallback = fallback
+        self.dim = int(self.vectors.shape[1])
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts``: float32 (n, d), unit rows (zero for a text without tokens)."""
+        return static_embed(self.token_ids(texts), self.vectors)
+
+    def __call__(self, texts: Sequence[str], encoder: str) -> np.ndarray:
+        """The ``embed_fn`` protocol: embeddings of ``texts`` with the encoder named ``encoder``."""
+        if encoder == self.name:
+            return self.encode(texts)
+        if self.fallback is not None:
+            return self.fallback(texts, encoder)
+        raise ValueError(
+            f"encoder {encoder!r} is not the bundled static encoder {self.name!r}; pass an embed_fn for it"
+        )
+
+
+def load_static_encoder(
+    vectors_path: str | os.PathLike[str],
+    tokenizer_path: str | os.PathLike[str],
+    *,
+    max_tokens: int,
+    name: str = "minilm-static",
+    fallback: EmbedFn | None = None,
+) -> StaticEmbedder:
+    """Build a static encoder's ``embed_fn`` from its files (see :data:`STATIC_VECTORS_FILE`).
+
+    Args:
+        vectors_path: The ``.npz`` holding ``vectors`` (read with ``allow_pickle=False``).
+        tokenizer_path: The ``tokenizer.json``.
+        max_tokens: Tokens read per text (as when the router was fitted).
+        name: The encoder name.
+        fallback: See :class:`StaticEmbedder`.
+
+    Raises:
+        ValueError: for a missing or malformed file (the message names it).
+        ImportError: if the ``tokenizers`` package is not installed.
+    """
+    path = Path(vectors_path)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):
+            raise ValueError("it is a bare .npy array, not an .npz archive")
+        with loaded:
+            vectors = np.asarray(loaded["vectors"]) if "vectors" in loaded.files else None
+    except FileNotFoundError:
+        raise ValueError(f"{path} is missing: the static encoder needs its token table") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable static-encoder table ({exc})") from None
+    if vectors is None:
+        raise ValueError(f"{path} holds no 'vectors' array")
+    if vectors.dtype != np.float32 or vectors.ndim != 2 or not np.isfinite(vectors).all():
+        raise ValueError(
+            f"{path}: 'vectors' must be a finite float32 (vocab, d) array, got {vectors.dtype} {vectors.shape}"
+        )
+    tok = static_tokenizer(tokenizer_path, max_tokens)
+    if tok.get_vocab_size() > len(vectors):
+        raise ValueError(
+            f"{tokenizer_path} has {tok.get_vocab_size()} tokens but {path} only {len(vectors)} vectors; "
+            "they are not from the same encoder"
+        )
+    return StaticEmbedder(vectors, tok, name=name, fallback=fallback)
+
+
+def _sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_folder(
+    folder: str | os.PathLike[str], *, embed_fn: EmbedFn | None = None
+) -> tuple[LoadedRouter, float]:
+    """Load an export folder with this module alone: numpy, plus ``tokenizers`` for a bundled static encoder.
+
+    For where RouteLab is not installed (with it, use ``routers.export.load_exported``, which also checks that
+    ``runtime.py`` is RouteLab's own). The sha256 that ``router.json`` records for each file must match: this
+    detects damage, not tampering (whoever can edit the folder can edit ``router.json``), so review the
+    folder's ``runtime.py`` before running it.
+
+    Args:
+        folder: The export folder.
+        embed_fn: Embeddings for an encoder the folder does not bundle (e.g. sentence-transformers ``minilm``).
+
+    Returns:
+        ``(router, lam)``: the loaded router and the operating point it was exported at, so that
+        ``router.route(prompts, lam)`` decides as the export does.
+
+    Raises:
+        ValueError: for a missing, changed or malformed file (the message names it).
+    """
+    root = Path(folder)
+    mpath = root / "router.json"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{mpath} is missing: {root} is not a RouteLab export folder") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{mpath} is not valid JSON ({exc})") from None
+    files = manifest.get("files") or {}
+    bundled = manifest.get("bundled_encoder") or {}
+    needed = ["arrays.npz"] + ([bundled.get("vectors"), bundled.get("tokenizer")] if bundled else [])
+    for name in needed:
+        if name not in files:
+            raise ValueError(f"{mpath} records no sha256 for {name!r}; re-export the router")
+    for name, recorded in files.items():
+        if not isinstance(name, str) or name != Path(name).name or name.startswith("."):
+            raise ValueError(f"{mpath} lists {name!r}, which is not a plain file name of the folder")
+        path = root / name
+        if not path.is_file():
+            raise ValueError(f"{path} is missing; re-export the router")
+        if _sha256_path(path) != recorded:
+            raise ValueError(f"{path} does not match the sha256 recorded in router.json; refusing to load it")
+    try:
+        with np.load(root / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise ValueError(f"{root / 'arrays.npz'} is not a readable .npz without pickles ({exc})") from None
+    if bundled:
+        if bundled.get("kind") != "static":
+            raise ValueError(f"{mpath}: bundled encoder kind {bundled.get('kind')!r} is not supported")
+        embed_fn = load_static_encoder(
+            root / bundled["vectors"],
+            root / bundled["tokenizer"],
+            max_tokens=int(bundled["max_tokens"]),
+            name=str(bundled["name"]),
+            fallback=embed_fn,
+        )
+    return load_state(manifest["state"], arrays, embed_fn), float(manifest["operating_point"]["lam"])
 
 
 # ---------------------------------------------------------------------------------------------- heads
@@ -290,6 +669,251 @@ def random_mix_choice(u: np.ndarray, lam: float, break_even: float, weak: int, s
     return np.where(u < share, strong, weak)
 
 
+# ---------------------------------------------------------------------------------------------- adaptive
+# The adaptive router (routers/strategies/adaptive.py) fits a per-category prior; everything that turns that
+# prior plus live feedback into decisions is here, shared by the workbench router, its replay and an export.
+
+
+def posterior_head(
+    rows: np.ndarray, prior_rate: np.ndarray, evidence: np.ndarray, prior_strength: float
+) -> np.ndarray:
+    """Posterior mean success per (request, model): ``(k * prior + s) / (k + s + f)`` for each request's row.
+
+    Args:
+        rows: Category row per request (the last row = unknown category).
+        prior_rate: Prior success per (row, model), shape (G, m).
+        evidence: Discounted (successes, failures) per (row, model), shape (G, m, 2).
+        prior_strength: ``k``, the prior's weight in observations.
+    """
+    s, f = evidence[rows, :, 0], evidence[rows, :, 1]
+    return (prior_strength * prior_rate[rows] + s) / (prior_strength + s + f)
+
+
+def apply_feedback(
+    evidence: np.ndarray,
+    row: int | np.ndarray,
+    model: int | np.ndarray,
+    score: float | np.ndarray,
+    forgetting: float,
+) -> None:
+    """In place: fade all evidence in ``row`` by ``forgetting``, then count ``score`` for ``model``.
+
+    ``score`` adds to the successes and ``1 - score`` to the failures. ``row``, ``model`` and ``score`` are
+    scalars (one feedback), or equal-length arrays whose rows are distinct (one feedback per row at once; the
+    replay updates the evidence of every operating point in one call).
+    """
+    evidence[row] *= forgetting
+    evidence[row, model, 0] += score
+    evidence[row, model, 1] += 1.0 - score
+
+
+def decide_rows(q: np.ndarray, cost: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
+    """Argmax of ``lam * q - cost`` per row with ties to the cheaper model; ``lam`` scalar or one per row.
+
+    Args:
+        q: Quality per (row, model), shape (n, m).
+        cost: Cost per model, shape (m,); among equal costs the lower index wins a tie.
+        lam: The operating point, or one per row (shape (n,); the replay decides every point at once).
+
+    Raises:
+        ValueError: for an operating point that is negative or not finite.
+    """
+    lam_arr = np.asarray(lam, dtype=float)
+    if (~np.isfinite(lam_arr)).any() or (lam_arr < 0).any():
+        raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
+    lam_col = lam_arr.reshape(-1, 1) if lam_arr.ndim else lam_arr
+    utility = lam_col * q - cost
+    best = utility.max(axis=1, keepdims=True)
+    tied = utility >= best - 1e-12 * (np.abs(best) + lam_col + 1.0)
+    # Among ties the cheapest; models are ranked by cost once (stable: the lower index among equal costs).
+    rank = np.argsort(np.argsort(cost, kind="stable"), kind="stable")
+    return np.where(tied, rank, len(cost)).argmin(axis=1)
+
+
+def explore_choice(
+    posterior: np.ndarray, prior: np.ndarray, cost: np.ndarray, lam: float, u: np.ndarray, explore: float
+) -> np.ndarray:
+    """The adaptive decision: :func:`decide_rows` on ``posterior``; where ``u < explore``, on ``prior``.
+
+    ``u`` is one uniform draw per request (:func:`unit_hash` of its prompt), so a request explores (goes to
+    the model the prior would pick, re-trying a model the posterior has backed off from) or not as a pure
+    function of its text: the same in the workbench, its replay and an export.
+    """
+    choice = decide_rows(posterior, cost, lam)
+    prior_pick = decide_rows(prior, cost, lam)
+    return np.where(u < explore, prior_pick, choice)
+
+
+def check_feedback(model: Any, score: Any, models: Sequence[str]) -> tuple[int, float]:
+    """Validate one feedback: ``(index of model, score as a float)``.
+
+    Raises:
+        ValueError: for a model that is not one of ``models``, or a score that is not a number in [0, 1].
+    """
+    models = tuple(models)
+    if not isinstance(model, str) or model not in models:
+        raise ValueError(f"feedback for unknown model {model!r}; models: {', '.join(models)}")
+    if isinstance(score, (bool, np.bool_)) or not isinstance(score, (int, float, np.integer, np.floating)):
+        raise ValueError(f"feedback score must be a number in [0, 1], got {score!r}")
+    value = float(score)
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ValueError(f"feedback score must be in [0, 1], got {score!r}")
+    return models.index(model), value
+
+
+def evidence_to_dict(
+    evidence: np.ndarray, categories: Sequence[str], models: Sequence[str]
+) -> dict[str, dict[str, list[float]]]:
+    """The evidence as JSON-able ``{category: {model: [successes, failures]}}`` ("" = unknown category)."""
+    return {
+        c: {m: [float(v) for v in evidence[i, j]] for j, m in enumerate(models)} for i, c in enumerate(categories)
+    }
+
+
+def evidence_from_dict(
+    state: dict[str, dict[str, Sequence[float]]] | str | bytes, categories: Sequence[str], models: Sequence[str]
+) -> np.ndarray:
+    """Evidence array (G, m, 2) from :func:`evidence_to_dict` output (a dict or its JSON text).
+
+    Categories or models left out have no evidence (their prior alone).
+
+    Raises:
+        ValueError: for invalid JSON, an unknown category or model, or counts that are not two finite numbers
+            >= 0.
+    """
+    categories, models = list(categories), list(models)
+    if isinstance(state, (str, bytes)):
+        try:
+            state = json.loads(state)
+        except ValueError as exc:
+            raise ValueError(f"adaptive state is not valid JSON ({exc})") from None
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"adaptive state must be {{category: {{model: [successes, failures]}}}}, got {type(state).__name__}"
+        )
+    out = np.zeros((len(categories), len(models), 2))
+    for c, per_model in state.items():
+        if c not in categories:
+            raise ValueError(f"state has unknown category {c!r}; categories: {categories}")
+        if not isinstance(per_model, dict):
+            raise ValueError(f"state[{c!r}] must be {{model: [successes, failures]}}, got {per_model!r}")
+        for m, sf in per_model.items():
+            if m not in models:
+                raise ValueError(f"state has unknown model {m!r} in category {c!r}; models: {models}")
+            try:
+                vals = np.asarray(sf, dtype=float)
+            except (TypeError, ValueError):
+                vals = np.full(1, np.nan)
+            if vals.shape != (2,) or not np.isfinite(vals).all() or (vals < 0).any():
+                raise ValueError(f"state[{c!r}][{m!r}] must be [successes, failures] >= 0, got {sf!r}")
+            out[categories.index(c), models.index(m)] = vals
+    return out
+
+
+class FeedbackState:
+    """The live state of an adaptive router: its prior, and the evidence feedback adds, behind a lock.
+
+    Every method is thread-safe: a feedback and a decision never see half an update. The evidence lives in
+    this object's memory only (each process keeps its own); :meth:`get_evidence` / :meth:`set_evidence`
+    move it between processes as JSON.
+
+    Args:
+        meta: ``models``, ``categories`` (the known ones; the unknown-category row comes last),
+            ``prior_strength``, ``forgetting``, ``explore``, ``seed``.
+        arrays: ``prior_rate`` (G, m), ``evidence`` (G, m, 2; copied, never written to) and
+            ``cost_per_model`` (m,), with G = number of categories + 1.
+
+    Raises:
+        ValueError: for parameters out of range or arrays whose shapes disagree with the categories and models.
+    """
+
+    def __init__(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.models: tuple[str, ...] = tuple(str(m) for m in meta["models"])
+        self.categories: tuple[str, ...] = (*(str(c) for c in meta["categories"]), "")
+        self.prior_strength = float(meta["prior_strength"])
+        self.forgetting = float(meta["forgetting"])
+        self.explore = float(meta["explore"])
+        self.seed = int(meta["seed"])
+        if not self.prior_strength > 0 or not 0 < self.forgetting <= 1 or not 0 <= self.explore < 1:
+            raise ValueError(
+                "adaptive state needs prior_strength > 0, forgetting in (0, 1] and explore in [0, 1), got "
+                f"{self.prior_strength!r}, {self.forgetting!r}, {self.explore!r}"
+            )
+        shape = (len(self.categories), len(self.models))
+        self.prior_rate = np.asarray(arrays["prior_rate"], dtype=float)
+        self.cost = np.asarray(arrays["cost_per_model"], dtype=float)
+        evidence = np.array(arrays["evidence"], dtype=float)  # a private copy: feedback writes to it
+        if self.prior_rate.shape != shape or evidence.shape != (*shape, 2) or self.cost.shape != shape[1:]:
+            raise ValueError(
+                f"adaptive state arrays disagree with its {shape[0] - 1} categories and {shape[1]} models: "
+                f"prior_rate {self.prior_rate.shape}, evidence {evidence.shape}, "
+                f"cost_per_model {self.cost.shape} (expected {shape}, {(*shape, 2)}, {shape[1:]})"
+            )
+        if not np.isfinite(evidence).all() or (evidence < 0).any():
+            raise ValueError("adaptive state evidence must be finite counts >= 0")
+        self._evidence = evidence
+        self._lock = threading.Lock()
+        self.n_feedback = 0
+        """Feedbacks applied since this object was built (or its evidence last set)."""
+
+    def rows(self, categories: Sequence[str] | None, n: int) -> np.ndarray:
+        """Category row per request; the last (unknown) row for an unseen or empty category, or none."""
+        return category_index(categories, self.categories[:-1], n)
+
+    def posterior(self, rows: np.ndarray) -> np.ndarray:
+        """:func:`posterior_head` of the current evidence for these rows, shape (n, m)."""
+        with self._lock:
+            return posterior_head(rows, self.prior_rate, self._evidence, self.prior_strength)
+
+    def choose(self, prompts: Sequence[str], categories: Sequence[str] | None, lam: float) -> np.ndarray:
+        """Index of the chosen model per prompt at ``lam`` (:func:`explore_choice` on the current evidence)."""
+        rows = self.rows(categories, len(prompts))
+        u = unit_hash(prompts, self.seed)
+        return explore_choice(self.posterior(rows), self.prior_rate[rows], self.cost, lam, u, self.explore)
+
+    def feedback(self, category: str | None, model: str, score: float) -> None:
+        """Count one answer's quality: :func:`apply_feedback` in the request's category row.
+
+        Args:
+            category: The request's category; None, "" or an unseen one counts for the unknown category.
+            model: The model that answered (one of ``models``).
+            score: Its quality in [0, 1] (1 = success).
+
+        Raises:
+            ValueError: for an unknown model or a score that is not a number in [0, 1] (nothing is counted).
+        """
+        j, value = check_feedback(model, score, self.models)
+        g = int(self.rows([category or ""], 1)[0])
+        with self._lock:
+            apply_feedback(self._evidence, g, j, value, self.forgetting)
+            self.n_feedback += 1
+
+    @property
+    def evidence(self) -> np.ndarray:
+        """A copy of the current evidence, shape (G, m, 2)."""
+        with self._lock:
+            return self._evidence.copy()
+
+    def get_evidence(self) -> dict[str, dict[str, list[float]]]:
+        """The current evidence as JSON-able ``{category: {model: [successes, failures]}}`` ("" = unknown)."""
+        with self._lock:
+            return evidence_to_dict(self._evidence, self.categories, self.models)
+
+    def set_evidence(self, state: dict[str, dict[str, Sequence[float]]] | str | bytes) -> None:
+        """Replace the evidence with :meth:`get_evidence` output (a dict or its JSON text); see
+        :func:`evidence_from_dict` for what is refused (then nothing changes)."""
+        new = evidence_from_dict(state, self.categories, self.models)
+        with self._lock:
+            self._evidence = new
+            self.n_feedback = 0
+
+    def reset_evidence(self) -> None:
+        """Forget all feedback (including evidence the state was built with): back to the prior alone."""
+        with self._lock:
+            self._evidence = np.zeros_like(self._evidence)
+            self.n_feedback = 0
+
+
 # ---------------------------------------------------------------------------------------------- loaded router
 class LoadedRouter:
     """A fitted router rebuilt from its state: the same decisions as the workbench router it came from.
@@ -318,6 +942,42 @@ class LoadedRouter:
             LoadedRouter(pm, _sub_arrays(arrays, f"p{i}."), embed_fn)
             for i, pm in enumerate(meta.get("parts", []))
         ]
+        # Kind "adaptive": the live posterior, changed by feedback (see the "adaptive" section).
+        self._live: FeedbackState | None = FeedbackState(meta, arrays) if self.kind == "adaptive" else None
+
+    # ------------------------------------------------------------------ feedback (kind "adaptive")
+    def _adaptive(self) -> FeedbackState:
+        if self._live is None:
+            raise ValueError(
+                f"a router state of kind {self.kind!r} does not learn from feedback (only kind 'adaptive' does)"
+            )
+        return self._live
+
+    def feedback(self, category: str | None, model: str, score: float) -> None:
+        """Count the quality of one answer (kind ``adaptive``); thread-safe. See :meth:`FeedbackState.feedback`.
+
+        Args:
+            category: The request's category; None, "" or an unseen one counts for the unknown category.
+            model: The model that answered.
+            score: Its quality in [0, 1] (1 = success).
+
+        Raises:
+            ValueError: for another kind, an unknown model, or a score that is not a number in [0, 1].
+        """
+        self._adaptive().feedback(category, model, score)
+
+    def get_evidence(self) -> dict[str, dict[str, list[float]]]:
+        """Kind ``adaptive``: the live evidence as JSON-able ``{category: {model: [successes, failures]}}``."""
+        return self._adaptive().get_evidence()
+
+    def set_evidence(self, state: dict[str, dict[str, Sequence[float]]] | str | bytes) -> None:
+        """Kind ``adaptive``: replace the live evidence (:meth:`get_evidence` output, or the workbench router's
+        ``get_state()``, as a dict or JSON text). Raises ValueError for state that does not fit."""
+        self._adaptive().set_evidence(state)
+
+    def reset_evidence(self) -> None:
+        """Kind ``adaptive``: forget all feedback, including the evidence the export was written with."""
+        self._adaptive().reset_evidence()
 
     # ------------------------------------------------------------------ features
     def features(self, prompts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
@@ -340,6 +1000,9 @@ class LoadedRouter:
         kind = self.kind
         if kind in ("single", "random-mix"):
             return np.broadcast_to(a["quality_prior"], (n, len(self.models))).astype(float)
+        if kind == "adaptive":
+            live = self._adaptive()
+            return live.posterior(live.rows(categories, n))
         if kind == "category":
             rows = category_index(categories, self.meta["categories"], n)
             return category_table_head(rows, a["quality_table"])
@@ -401,6 +1064,8 @@ class LoadedRouter:
             return random_mix_choice(
                 u, lam, float(self.meta["break_even"]), int(self.meta["weak"]), int(self.meta["strong"])
             )
+        if self.kind == "adaptive":
+            return self._adaptive().choose(prompts, categories, lam)
         x = None
         if self.meta.get("encoder") and self.kind != "blend" and (self.kind != "category"):
             x = self.features(prompts, categories)  # computed once for both heads
@@ -425,7 +1090,7 @@ class LoadedRouter:
         return names[0] if single else names
 
 
-_KINDS = {"single", "random-mix", "category", "rules", "linear", "knn", "mf", "cost-aware", "blend"}
+_KINDS = {"single", "random-mix", "category", "rules", "linear", "knn", "mf", "cost-aware", "blend", "adaptive"}
 
 
 def _as_list(prompts: Sequence[str] | str) -> list[str]:

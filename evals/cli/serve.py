@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run a runtime.py written by another RouteLab version (review it first)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (default 1); each keeps its own breakers, metrics and "
+        "adaptive counts",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_run)
 
@@ -64,5 +71,6 @@ def _run(args: argparse.Namespace) -> int:
         upstreams_path=args.upstreams,
         trust_foreign_runtime=args.trust_runtime,
         log_level=args.log_level,
+        workers=args.workers,
     )
     return 0

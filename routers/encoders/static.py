@@ -14,6 +14,10 @@ over the tokenizer's vocabulary order, so frequent pieces ("the", "##s") count l
 The distilled table is cached in ``evals.paths.cache_dir() / "encoders"`` as one ``.npz`` named after the
 model and the distillation settings; it is built on first use (about half a minute on two CPU cores) and
 written atomically, so concurrent first uses at worst distil twice.
+
+The encoding arithmetic is :func:`routers.runtime.static_embed` (numpy only): an exported router on this
+encoder bundles the table and ``tokenizer.json`` as data and runs that same function, so the export embeds
+prompts bit for bit as the workbench did, with numpy and ``tokenizers`` alone (see ``routers.export``).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import numpy as np
 
 from evals.exceptions import DataNotFoundError
 from evals.paths import cache_dir
-from routers.embeddings import Encoder, l2_normalize
+from routers.embeddings import Encoder
+from routers.runtime import StaticTokenIds, static_embed, static_tokenizer
 
 __all__ = ["DISTILL_VERSION", "StaticEncoder", "distill"]
 
@@ -44,12 +49,8 @@ _SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 def _tokenizer(model_dir: Path, max_tokens: int):
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(max_length=max_tokens)
-    return tok
+    """The model's tokenizer as the static encoder uses it (:func:`routers.runtime.static_tokenizer`)."""
+    return static_tokenizer(Path(model_dir) / "tokenizer.json", max_tokens)
 
 
 def _model_fingerprint(model_dir: Path) -> str:
@@ -162,6 +163,7 @@ class StaticEncoder(Encoder):
     """
 
     disk_cache = False  # encoding is cheaper than reading a cache
+    normalised = True  # encode() returns routers.runtime.static_embed's rows; embed() must not renormalise
 
     def __init__(
         self, vectors: np.ndarray, model_dir: Path, *, max_tokens: int = 512, name: str = "minilm-static"
@@ -172,31 +174,19 @@ class StaticEncoder(Encoder):
         self.name = name
         self.dim = int(self.vectors.shape[1])
         self._tok = _tokenizer(self.model_dir, max_tokens)
+        self._token_ids = StaticTokenIds(self._tok)  # the export's fast, exact tokenisation path
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode texts: tokenise (no special tokens), average the token vectors, normalise.
+        """Encode texts: tokenise (no special tokens), sum the token vectors, L2-normalise.
 
-        An empty text (no word pieces) gives a zero vector.
+        An empty text (no word pieces) gives a zero vector. The arithmetic is
+        :func:`routers.runtime.static_embed`, the very function an exported router runs on its bundled copy
+        of this encoder, so the two agree bit for bit.
         """
-        texts = list(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return out
-        encs = (
-            [self._tok.encode(texts[0], add_special_tokens=False)]
-            if len(texts) == 1
-            else self._tok.encode_batch(texts, add_special_tokens=False)
-        )
-        lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-        nonempty = np.flatnonzero(lengths)  # an empty text stays a zero vector
-        if len(nonempty):
-            ids = np.concatenate([encs[i].ids for i in nonempty]).astype(np.int64, copy=False)
-            starts = np.concatenate([[0], np.cumsum(lengths[nonempty])[:-1]])
-            # One gather and one segmented sum for the batch; the mean's scale vanishes when normalising.
-            out[nonempty] = np.add.reduceat(self.vectors[ids], starts, axis=0)
-        return l2_normalize(out)
+        return static_embed(self._token_ids(texts), self.vectors)
 
-    # -- a self-contained copy (for exported routers: numpy + tokenizers only, no torch, no model)
+    # -- a standalone copy of the encoder (numpy + tokenizers only, no torch, no model); export folders bundle
+    # the same data under their own names (encoder.npz, tokenizer.json), declared in their router.json
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write ``static_encoder.json``, ``static_vectors.npz`` and ``tokenizer.json`` into ``folder``."""
         folder = Path(folder)

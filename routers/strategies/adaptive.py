@@ -24,11 +24,15 @@ score of the model routed to, starting each operating point from a fresh copy of
 operating points are simulated together (one pass over the stream, numpy over the points). A request
 explores iff a seeded hash of its prompt is below ``explore``, live and in replay alike (the same draws at
 every point), so a decision is a pure function of (state, request, lam) and a sweep is deterministic.
+
+The inference math (:func:`~routers.runtime.posterior_head`, :func:`~routers.runtime.apply_feedback`,
+:func:`~routers.runtime.explore_choice`, :func:`~routers.runtime.decide_rows`) lives in ``routers/runtime.py``
+and is called by the router, its replay and an exported copy alike: an export (kind ``adaptive``) decides and
+learns from ``POST /v1/feedback`` exactly as the workbench router does with :meth:`AdaptiveRouter.update`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +42,18 @@ from evals.exceptions import ConfigError, SchemaError
 from evals.outcomes import OutcomeTable
 from routers.base import Policy, Queries, Router
 from routers.registry import register_router
-from routers.runtime import STATE_FORMAT, unit_hash
+from routers.runtime import (
+    STATE_FORMAT,
+    apply_feedback,
+    category_index,
+    check_feedback,
+    decide_rows,
+    evidence_from_dict,
+    evidence_to_dict,
+    explore_choice,
+    posterior_head,
+    unit_hash,
+)
 
 __all__ = ["AdaptivePolicy", "AdaptiveRouter", "apply_feedback", "explore_choice", "posterior_head"]
 
@@ -54,9 +69,9 @@ class AdaptiveRouter(Router):
 
     Args:
         prior_strength: Pseudo-observations of the train prior per (category, model) (> 0). Smaller adapts
-        faster. forgetting: Per-request discount of a category's evidence, in (0, 1]; ``1 / (1 -
-        forgetting)`` is the
-            effective memory in requests of that category (1 = never forget).
+            faster.
+        forgetting: Per-feedback discount of a category's evidence, in (0, 1]; ``1 / (1 - forgetting)`` is
+            the effective memory in feedbacks of that category (1 = never forget).
         explore: Probability of sending a request to the model the prior would pick when the posterior has
             backed off from it (re-tries a model so it can recover), in [0, 1).
         smoothing: Pseudo-count that shrinks per-category train rates toward the model's overall rate.
@@ -64,7 +79,7 @@ class AdaptiveRouter(Router):
             prompt falls below ``explore``, so the decision is a pure function of state and request).
     """
 
-    exportable = False  # its state changes with feedback; the numpy runtime has no feedback head (see report)
+    exportable = True  # runtime kind "adaptive": the export decides alike and learns from POST /v1/feedback
 
     def __init__(
         self,
@@ -107,11 +122,8 @@ class AdaptiveRouter(Router):
         self.evidence_ = np.zeros((len(self.categories_), len(self.models_), 2))
 
     def _cat_rows(self, categories: Sequence[str] | None, n: int) -> np.ndarray:
-        index = {c: j for j, c in enumerate(self.categories_)}
-        unknown = len(self.categories_) - 1
-        if categories is None:
-            return np.full(n, unknown, dtype=int)
-        return np.array([index.get(str(c), unknown) for c in categories], dtype=int)
+        # The last row is the unknown category: unseen, empty or absent categories (as in the runtime).
+        return category_index(categories, self.categories_[:-1], n)
 
     # ------------------------------------------------------------------ live use
     def posterior_mean(self, categories: Sequence[str] | None = None, n: int | None = None) -> np.ndarray:
@@ -146,13 +158,12 @@ class AdaptiveRouter(Router):
             SchemaError: for an unknown model or a score outside [0, 1].
         """
         self._check_fitted()
-        if model not in self.models_:
-            raise SchemaError(f"feedback for unknown model {model!r}; models: {', '.join(self.models_)}")
-        score = float(score)
-        if not 0.0 <= score <= 1.0:
-            raise SchemaError(f"feedback score must be in [0, 1], got {score!r}")
+        try:
+            j, value = check_feedback(model, score, self.models_)
+        except ValueError as exc:
+            raise SchemaError(str(exc)) from None
         g = int(self._cat_rows([category or ""], 1)[0])
-        apply_feedback(self.evidence_, g, self.models_.index(model), score, float(self.forgetting))
+        apply_feedback(self.evidence_, g, j, value, float(self.forgetting))
 
     def export_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The fitted prior and the current evidence as ``(meta, arrays)`` for a runtime ``adaptive`` head.
@@ -160,9 +171,9 @@ class AdaptiveRouter(Router):
         ``meta``: kind ``adaptive``, ``adaptive: True`` (the proxy then accepts feedback), models, categories
         (the last table row is the unknown category), ``prior_strength``, ``forgetting``, ``explore``,
         ``seed``.
-        ``arrays``: ``prior_rate`` (G, m), ``evidence`` (G, m, 2), ``cost_per_model`` (m,). The math is
-        :func:`posterior_head`, :func:`apply_feedback` and :func:`explore_choice` (numpy only, to copy into
-        the runtime). The class stays ``exportable = False`` until the runtime has that head.
+        ``arrays``: ``prior_rate`` (G, m), ``evidence`` (G, m, 2; the feedback so far travels with the
+        export), ``cost_per_model`` (m,). The runtime's :class:`~routers.runtime.FeedbackState` rebuilds the
+        router from them and takes feedback with the same :func:`apply_feedback`.
         """
         self._check_fitted()
         meta = {
@@ -187,27 +198,15 @@ class AdaptiveRouter(Router):
     def get_state(self) -> dict[str, dict[str, list[float]]]:
         """The live evidence as JSON-able ``{category: {model: [successes, failures]}}`` (shareable)."""
         self._check_fitted()
-        return {
-            c: {m: [float(v) for v in self.evidence_[i, j]] for j, m in enumerate(self.models_)}
-            for i, c in enumerate(self.categories_)
-        }
+        return evidence_to_dict(self.evidence_, self.categories_, self.models_)
 
     def set_state(self, state: dict[str, dict[str, Sequence[float]]] | str) -> None:
         """Load evidence written by :meth:`get_state` (a dict or its JSON text); unknown keys are errors."""
         self._check_fitted()
-        data = json.loads(state) if isinstance(state, str) else state
-        new = np.zeros_like(self.evidence_)
-        for c, per_model in data.items():
-            if c not in self.categories_:
-                raise SchemaError(f"state has unknown category {c!r}; categories: {list(self.categories_)}")
-            for m, sf in per_model.items():
-                if m not in self.models_:
-                    raise SchemaError(f"state has unknown model {m!r} in category {c!r}")
-                vals = np.asarray(sf, dtype=float)
-                if vals.shape != (2,) or (vals < 0).any() or not np.isfinite(vals).all():
-                    raise SchemaError(f"state[{c!r}][{m!r}] must be [successes, failures] >= 0, got {sf!r}")
-                new[self.categories_.index(c), self.models_.index(m)] = vals
-        self.evidence_ = new
+        try:
+            self.evidence_ = evidence_from_dict(state, self.categories_, self.models_)
+        except ValueError as exc:
+            raise SchemaError(str(exc)) from None
 
     def reset_state(self) -> None:
         """Forget all feedback (back to the fitted prior)."""
@@ -232,51 +231,6 @@ class AdaptiveRouter(Router):
             explore=float(self.explore),
             draws=unit_hash(list(table.prompts), int(self.random_state)),
         )
-
-
-def posterior_head(
-    rows: np.ndarray, prior_rate: np.ndarray, evidence: np.ndarray, prior_strength: float
-) -> np.ndarray:
-    """Posterior mean success per (request, model): ``(k * prior + s) / (k + s + f)`` for each request's row.
-
-    Args:
-        rows: Category row per request (the last row = unknown category).
-        prior_rate: Prior success per (row, model), shape (G, m).
-        evidence: Discounted (successes, failures) per (row, model), shape (G, m, 2).
-        prior_strength: ``k``, the prior's weight in observations.
-    """
-    s, f = evidence[rows, :, 0], evidence[rows, :, 1]
-    return (prior_strength * prior_rate[rows] + s) / (prior_strength + s + f)
-
-
-def apply_feedback(evidence: np.ndarray, row: int, model: int, score: float, forgetting: float) -> None:
-    """In place: fade all evidence in ``row`` by ``forgetting``, then count ``score`` for ``model``."""
-    evidence[row] *= forgetting
-    evidence[row, model, 0] += score
-    evidence[row, model, 1] += 1.0 - score
-
-
-def explore_choice(
-    posterior: np.ndarray, prior: np.ndarray, cost: np.ndarray, lam: float, u: np.ndarray, explore: float
-) -> np.ndarray:
-    """The decision: argmax of ``lam * posterior - cost``; where ``u < explore``, the prior's pick."""
-    choice = _decide_rows(posterior, cost, lam)
-    prior_pick = _decide_rows(prior, cost, lam)
-    return np.where(u < explore, prior_pick, choice)
-
-
-def _decide_rows(q: np.ndarray, cost: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
-    """Argmax of ``lam * q - cost`` per row with ties to the cheaper model; ``lam`` scalar or one per row."""
-    lam_arr = np.asarray(lam, dtype=float)
-    if (~np.isfinite(lam_arr)).any() or (lam_arr < 0).any():
-        raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
-    lam_col = lam_arr.reshape(-1, 1) if lam_arr.ndim else lam_arr
-    utility = lam_col * q - cost
-    best = utility.max(axis=1, keepdims=True)
-    tied = utility >= best - 1e-12 * (np.abs(best) + lam_col + 1.0)
-    # Among ties the cheapest; models are ranked by cost once (stable: the lower index among equal costs).
-    rank = np.argsort(np.argsort(cost, kind="stable"), kind="stable")
-    return np.where(tied, rank, len(cost)).argmin(axis=1)
 
 
 class AdaptivePolicy(Policy):
@@ -323,7 +277,10 @@ class AdaptivePolicy(Policy):
     def simulate(self, lams: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Replay the stream at every point of ``lams`` at once: (choice, cost, score), each (K, n).
 
-        Cost O(n * K * m) numpy work in one Python loop over the n requests.
+        Cost O(n * K * m) numpy work in one Python loop over the n requests. Each step is the live path
+        vectorised over the points: :func:`explore_choice` (the posterior is skipped when the request
+        explores) on :func:`posterior_head` of the evidence so far, then :func:`apply_feedback` of the
+        recorded score of the model picked, so a replay and a router (or export) fed the same stream agree.
         """
         lams = np.asarray(lams, dtype=float).ravel()
         key = lams.tobytes()
@@ -331,37 +288,21 @@ class AdaptivePolicy(Policy):
             return self._cache[key]
         K, n, m = len(lams), len(self.cat_rows), len(self.models)
         n_cats = self.prior_rate.shape[0]
-        a0 = self.prior_strength * self.prior_rate  # (G, m)
-        s = np.zeros((K, n_cats, m))
-        f = np.zeros((K, n_cats, m))
-        lam_col = lams[:, None]
-        rank = np.argsort(np.argsort(self.cost_hat, kind="stable"), kind="stable")
+        evidence = np.zeros((K, n_cats, m, 2))  # per point, the live router's evidence
+        prior = np.broadcast_to(self.prior_rate[:, None, :], (n_cats, K, m))  # per category, per point
         # The prior's pick per (category, point) never changes: compute it once.
-        prior_pick = np.stack(
-            [
-                _decide_rows(np.broadcast_to(self.prior_rate[g], (K, m)), self.cost_hat, lams)
-                for g in range(n_cats)
-            ]
-        )  # (G, K)
+        prior_pick = np.stack([decide_rows(prior[g], self.cost_hat, lams) for g in range(n_cats)])  # (G, K)
         choice = np.empty((K, n), dtype=int)
         ks = np.arange(K)
-        gamma = self.forgetting
         for i in range(n):
             g = self.cat_rows[i]
-            sg, fg = s[:, g], f[:, g]
-            q = (a0[g] + sg) / (self.prior_strength + sg + fg)
-            utility = lam_col * q - self.cost_hat
-            best = utility.max(axis=1, keepdims=True)
-            tied = utility >= best - 1e-12 * (np.abs(best) + lam_col + 1.0)
-            pick = np.where(tied, rank, m).argmin(axis=1)
+            ev = evidence[:, g]  # (K, m, 2), a view: category g's evidence at every point
             if self.draws[i] < self.explore:
                 pick = prior_pick[g]
+            else:
+                pick = decide_rows(posterior_head(ks, prior[g], ev, self.prior_strength), self.cost_hat, lams)
             choice[:, i] = pick
-            y = self.quality[i, pick]
-            sg *= gamma
-            fg *= gamma
-            sg[ks, pick] += y
-            fg[ks, pick] += 1.0 - y
+            apply_feedback(ev, ks, pick, self.quality[i, pick], self.forgetting)
         rows = np.arange(n)
         out = (choice, self.cost[rows, choice], self.quality[rows, choice])
         self._cache = {key: out}  # keep only the latest sweep

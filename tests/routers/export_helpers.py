@@ -83,6 +83,29 @@ def fast_encoder() -> str:
     return "minilm-static" if "minilm-static" in encoder_names() else "hash-bow"
 
 
+def learns_from_feedback(name: str) -> bool:
+    """Whether a registered router changes its decisions with live feedback (it has ``update``)."""
+    from routers import router_registry
+
+    return callable(getattr(router_registry.get(name), "update", None))
+
+
+def stateless_exportable() -> list[str]:
+    """Exportable registered routers whose measured decisions are a batch of per-prompt decisions.
+
+    An adaptive router's evaluation is a replay that feeds each recorded score back before the next request,
+    so one batch of decisions from its export cannot equal it: its parity (fresh, after the same feedback,
+    and the replay fed through the export) is checked in ``test_export_adaptive.py``.
+    """
+    from routers import router_registry
+
+    return [
+        n
+        for n in router_registry.names()
+        if getattr(router_registry.get(n), "exportable", True) and not learns_from_feedback(n)
+    ]
+
+
 _PARITY: dict = {}
 
 

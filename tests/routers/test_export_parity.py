@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from routers import Queries, router_registry
+from routers import Queries
 from routers.export import export_router, load_exported
 
 sys.path.insert(0, str(Path(__file__).parent))
-from export_helpers import mmlu_parity_setup  # noqa: E402
+from export_helpers import mmlu_parity_setup, stateless_exportable  # noqa: E402
 
 pytestmark = pytest.mark.slow
-EXPORTABLE = [n for n in router_registry.names() if getattr(router_registry.get(n), "exportable", True)]
+EXPORTABLE = stateless_exportable()  # adaptive: tests/routers/test_export_adaptive.py
 
 
 @pytest.mark.parametrize("name", EXPORTABLE)

@@ -139,8 +139,12 @@ def test_streaming_passes_through(proxy, router, table):
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
             assert r.headers["x-routelab-model"] == router.route([prompt], LAM)[0]
-            lines = [ln for ln in r.iter_lines() if ln.startswith("data: ")]
+            every = [ln for ln in r.iter_lines() if ln]
+        measured = chat(c, prompt).headers["x-routelab-cost-usd"]  # the same answer, not streamed
+    lines = [ln for ln in every if ln.startswith("data: ")]
     assert lines[-1] == "data: [DONE]"
+    # The usage came after the headers, so its cost follows the last event as an SSE comment.
+    assert every[-1] == f": x-routelab-cost-usd {measured}" and float(measured) > 0
     text = "".join(
         json.loads(ln[6:])["choices"][0]["delta"].get("content", "")
         for ln in lines[:-1]
@@ -327,3 +331,57 @@ def test_models_healthz_metrics_and_feedback(proxy, table):
         assert 'routelab_cost_usd_total{model="mid"}' in metrics
         r = c.post("/feedback", json={"category": "easy", "model": "cheap", "score": 1.0})
         assert r.status_code == 404 and "not adaptive" in r.json()["error"]["message"]
+
+
+def test_oversized_request_bodies_are_refused_before_routing(proxy):
+    big = json.dumps({"model": "router", "messages": [{"role": "user", "content": "x" * (9 * 1024 * 1024)}]})
+    with client(proxy.base_url) as c:
+        r = c.post("/chat/completions", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert "8,388,608 bytes" in r.json()["error"]["message"] and "max_request_bytes" in r.json()["error"]["message"]
+
+        def chunks():  # no content-length: the proxy stops reading at the limit
+            for _ in range(10):
+                yield b"x" * (1024 * 1024)
+
+        r = c.post("/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        metrics = c.get(proxy.base_url.replace("/v1", "/metrics")).text
+    assert 'routelab_requests_total{reason="too_large"} 2' in metrics
+
+
+def test_serve_with_two_workers_starts_both_and_answers(folder, table, tmp_path):
+    """`routelab serve --workers 2`: uvicorn's process manager starts two workers on one port."""
+    import subprocess
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("ROUTELAB_SERVE_")}
+    env.update(ENV)
+    cmd = [sys.executable, "-m", "evals.cli", "serve", str(folder), "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen(cmd + ["--log-level", "warning"], env=env, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                if httpx.get(base.replace("/v1", "/healthz"), timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "workers did not come up"
+            time.sleep(0.3)
+        workers = [
+            int(c) for t in Path(f"/proc/{proc.pid}/task").iterdir() for c in (t / "children").read_text().split()
+        ]
+        # uvicorn's supervisor may also keep a resource-tracker child; at least two are serving workers.
+        assert len(workers) >= 2
+        with client(base) as c:
+            answers = [chat(c, table.prompts[i]) for i in range(12)]
+        assert all(r.status_code == 200 and r.headers["x-routelab-reason"] == "routed" for r in answers)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

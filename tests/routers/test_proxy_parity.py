@@ -18,15 +18,14 @@ import numpy as np
 import pytest
 
 from evals.serving import build_replay_app
-from routers import router_registry
 from routers.export import export_router
 from routers.export.proxy import ProxyServer, build_proxy_app
 
 sys.path.insert(0, str(Path(__file__).parent))
-from export_helpers import mmlu_parity_setup, point_upstreams  # noqa: E402
+from export_helpers import mmlu_parity_setup, point_upstreams, stateless_exportable  # noqa: E402
 
 pytestmark = pytest.mark.slow
-EXPORTABLE = [n for n in router_registry.names() if getattr(router_registry.get(n), "exportable", True)]
+EXPORTABLE = stateless_exportable()  # adaptive: tests/routers/test_export_adaptive.py
 N_PROMPTS = 200
 ENV = {"ROUTELAB_PROXY_KEYS": "parity-key", "TEST_UPSTREAM_KEY": "sk-replay"}
 

@@ -17,13 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from routers import make_router, router_registry
+from routers import make_router
 from routers.export import TamperedExportError, export_router, log_exported
 
 sys.path.insert(0, str(Path(__file__).parent))
-from export_helpers import PRICES, mmlu_parity_setup, small_table  # noqa: E402
+from export_helpers import PRICES, mmlu_parity_setup, small_table, stateless_exportable  # noqa: E402
 
-EXPORTABLE = [n for n in router_registry.names() if getattr(router_registry.get(n), "exportable", True)]
+EXPORTABLE = stateless_exportable()  # adaptive: tests/routers/test_export_adaptive.py
 
 
 @pytest.fixture()
