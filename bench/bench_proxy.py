@@ -224,7 +224,7 @@ def main() -> None:
     ap.add_argument("--encoder", default="minilm-static")
     ap.add_argument(
         "--upstream-latency-ms",
-        default="100,0",
+        default="500,100,0",
         help="comma-separated latencies the replay upstream adds before answering; one measurement each",
     )
     ap.add_argument(

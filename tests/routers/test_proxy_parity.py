@@ -79,3 +79,37 @@ def test_proxy_routes_like_the_workbench(name, shared_data, replay, tmp_path):
             r.json()["model"] for r in responses
         ] == expected  # the upstream really answered as that model
         assert all(r.headers["x-routelab-reason"] == "routed" for r in responses)
+
+
+def test_adaptive_proxy_routes_like_the_workbench_before_and_after_the_same_feedback(shared_data, replay, tmp_path):
+    """An adaptive export served by the proxy: fresh decisions, then decisions after the same 100 failures."""
+    import copy
+
+    from routers import Queries
+
+    test, routers = mmlu_parity_setup()
+    router, lams, _ = routers["adaptive"]
+    rows = np.random.default_rng(1).choice(test.n_samples, size=N_PROMPTS, replace=False)
+    prompts = [test.prompts[i] for i in rows]
+    cats = [str(test.categories[i]) for i in rows]
+    changed = 0
+    for lam in lams:
+        twin = copy.deepcopy(router)  # the workbench side; learns from the same feedback as the proxy
+        folder = export_router(twin, tmp_path / f"adaptive-{lam:.3e}", lam=lam)
+        point_upstreams(folder, {m: replay.base_url for m in twin.models_})
+        with ProxyServer(build_proxy_app(folder, environ=ENV)) as proxy:
+            before = [r.headers["x-routelab-choice"] for r in asyncio.run(_ask_all(proxy.base_url, prompts, cats))]
+            expected = twin.route(Queries.of(prompts, cats), lam)
+            assert before == list(expected), f"adaptive at lam={lam:g}: fresh proxy decisions differ"
+            with httpx.Client(
+                base_url=proxy.base_url, headers={"authorization": "Bearer parity-key"}, timeout=30
+            ) as c:
+                for i in range(100):  # the models chosen fail (a degraded provider): the router must back off
+                    score = 0.0
+                    r = c.post("/feedback", json={"category": cats[i], "model": before[i], "score": score})
+                    assert r.status_code == 200, r.text
+                    twin.update(cats[i], before[i], score)
+            after = [r.headers["x-routelab-choice"] for r in asyncio.run(_ask_all(proxy.base_url, prompts, cats))]
+        assert after == list(twin.route(Queries.of(prompts, cats), lam)), f"adaptive at lam={lam:g}: after feedback"
+        changed += sum(a != b for a, b in zip(after, before, strict=True))
+    assert changed > 0, "the feedback changed no decision: the test would not see a proxy that ignores it"
