@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,6 +21,7 @@ import time
 
 import aiohttp
 import httpx
+from bench_proxy import free_port  # bench/ is this script's folder, so on sys.path
 
 UPSTREAM = textwrap.dedent("""
     import asyncio, sys, uvicorn
@@ -42,14 +42,6 @@ UPSTREAM = textwrap.dedent("""
 
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False, lifespan="off")
 """)
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 async def cpu_per_request(send, requests: int, concurrency: int) -> float:

@@ -83,6 +83,7 @@ __all__ = [
     "sigmoid",
     "static_embed",
     "StaticTokenIds",
+    "sha256_file",
     "static_token_ids",
     "static_tokenizer",
     "token_cost_head",
@@ -476,7 +477,8 @@ def load_static_encoder(
     return StaticEmbedder(vectors, tok, name=name, fallback=fallback)
 
 
-def _sha256_path(path: Path) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -525,7 +527,7 @@ def load_folder(
         path = root / name
         if not path.is_file():
             raise ValueError(f"{path} is missing; re-export the router")
-        if _sha256_path(path) != recorded:
+        if sha256_file(path) != recorded:
             raise ValueError(f"{path} does not match the sha256 recorded in router.json; refusing to load it")
     try:
         with np.load(root / "arrays.npz", allow_pickle=False) as z:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.exceptions import WorkbenchError
-from routers.runtime import STATIC_TOKENIZER_FILE, STATIC_VECTORS_FILE
+from routers.runtime import STATIC_TOKENIZER_FILE, STATIC_VECTORS_FILE, sha256_file
 
 __all__ = [
     "ARRAYS",
@@ -97,15 +97,6 @@ class TamperedExportError(ExportError):
 def sha256_bytes(data: bytes) -> str:
     """Hex sha256 of bytes."""
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bundled_encoder(manifest: dict[str, Any]) -> dict[str, Any] | None:

@@ -281,20 +281,6 @@ def test_replaying_the_test_stream_through_the_export_reproduces_the_evaluation(
         assert mismatch.size == 0, f"{config} at lam={lam:g}: {mismatch.size} of {len(prompts)} decisions differ"
 
 
-@pytest.fixture()
-def mlflow_uri(tmp_path, monkeypatch):
-    import mlflow
-    import mlflow.utils.environment as env
-
-    monkeypatch.setattr(env, "warn_dependency_requirement_mismatches", lambda reqs: None)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.create_experiment("adaptive-pyfunc", artifact_location=(tmp_path / "artifacts").as_uri())
-    mlflow.set_experiment(experiment_id=exp)
-    yield uri
-    mlflow.set_tracking_uri(None)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("config", ["default", "reactive"])
 def test_pyfunc_decides_like_the_workbench(config, shared_data, tmp_path, mlflow_uri):

@@ -257,21 +257,6 @@ def test_encoder_files_are_allowed_only_when_declared(fitted, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- MLflow
-@pytest.fixture()
-def mlflow_uri(tmp_path, monkeypatch):
-    import mlflow
-    import mlflow.utils.environment as env
-
-    # MLflow compares the model's pinned requirements with this environment (seconds; warnings only).
-    monkeypatch.setattr(env, "warn_dependency_requirement_mismatches", lambda reqs: None)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.create_experiment("static-test", artifact_location=(tmp_path / "artifacts").as_uri())
-    mlflow.set_experiment(experiment_id=exp)
-    yield uri
-    mlflow.set_tracking_uri(None)
-
-
 def _log(folder: Path):
     import mlflow
 

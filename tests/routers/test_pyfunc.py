@@ -26,21 +26,6 @@ from export_helpers import PRICES, mmlu_parity_setup, small_table, stateless_exp
 EXPORTABLE = stateless_exportable()  # adaptive: tests/routers/test_export_adaptive.py
 
 
-@pytest.fixture()
-def mlflow_uri(tmp_path, monkeypatch):
-    import mlflow
-    import mlflow.utils.environment as env
-
-    # MLflow compares the model's pinned requirements with this environment (seconds; warnings only).
-    monkeypatch.setattr(env, "warn_dependency_requirement_mismatches", lambda reqs: None)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    exp = mlflow.create_experiment("pyfunc-test", artifact_location=(tmp_path / "artifacts").as_uri())
-    mlflow.set_experiment(experiment_id=exp)
-    yield uri
-    mlflow.set_tracking_uri(None)
-
-
 @pytest.fixture(scope="module")
 def table():
     return small_table()
