@@ -33,6 +33,9 @@ PAGES = [
     st.Page("app_pages/export.py", title="Export", icon=":material/output:"),
 ]
 
+# Build the default routers' encoder in the background from the first page view on (a no-op once done).
+services.start_encoder_warmup()
+
 page = st.navigation(PAGES)
 with st.sidebar:
     st.caption(f"Task set: **{services.source_label(services.current_source())}**")

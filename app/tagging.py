@@ -134,15 +134,11 @@ def read_prompt_log(name: str, data: bytes, column: str | None = None) -> pd.Dat
         elif suffix == ".json":
             frame = pd.read_json(io.BytesIO(data), dtype=False)
         else:
-            raise SchemaError(
-                f"{name}: unsupported prompt-log type {suffix or '(none)'!r}; use .csv or .jsonl"
-            )
+            raise SchemaError(f"{name}: unsupported prompt-log type {suffix or '(none)'!r}; use .csv or .jsonl")
     except SchemaError:
         raise
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise SchemaError(
-            f"{name}: could not be parsed as {suffix[1:].upper()} ({str(exc).splitlines()[0]})"
-        ) from None
+        raise SchemaError(f"{name}: could not be parsed as {suffix[1:].upper()} ({str(exc).splitlines()[0]})") from None
     if column is None:
         column = next((c for c in _PROMPT_COLUMNS if c in frame.columns), None)
         if column is None:
@@ -153,9 +149,7 @@ def read_prompt_log(name: str, data: bytes, column: str | None = None) -> pd.Dat
     elif column not in frame.columns:
         raise SchemaError(f"{name}: no column {column!r}; found {', '.join(map(str, frame.columns))}")
     frame = frame.rename(columns={column: "prompt"})
-    frame["prompt"] = frame["prompt"].map(
-        lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v)
-    )
+    frame["prompt"] = frame["prompt"].map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v))
     frame = frame[frame["prompt"].str.strip().ne("")].drop_duplicates("prompt").reset_index(drop=True)
     if frame.empty:
         raise SchemaError(f"{name}: column {column!r} has no non-empty prompts")
@@ -185,11 +179,7 @@ def apply_tags(table: Any, tags: dict[str, str], *, keep_untagged: bool = True) 
     hit = mapped.notna()
     n_tagged = int(frame.loc[hit, "sample_id"].nunique())
     if n_tagged == 0:
-        raise SchemaError(
-            f"none of the {len(tags)} tagged prompts is a prompt of task set {table.card.name!r}"
-        )
+        raise SchemaError(f"none of the {len(tags)} tagged prompts is a prompt of task set {table.card.name!r}")
     frame["category"] = mapped.where(hit, frame["category"] if keep_untagged else "").astype(str)
-    card = replace(
-        table.card, name=f"{table.card.name}-tagged", extra={**table.card.extra, "tagged_samples": n_tagged}
-    )
+    card = replace(table.card, name=f"{table.card.name}-tagged", extra={**table.card.extra, "tagged_samples": n_tagged})
     return OutcomeTable(frame, card, origin=table.origin)

@@ -1,6 +1,6 @@
 """Benchmark: CPU time per request of the HTTP clients the proxy could forward with, at 32 requests in flight.
 
-Why the proxy (``routers/export/proxy.py``) forwards with aiohttp and not httpx: at high concurrency httpx's
+Why the proxy (``routers/export/proxy/``) forwards with aiohttp and not httpx: at high concurrency httpx's
 connection pool costs milliseconds of CPU per request (encode/httpx#3215), more than the proxy's whole latency
 budget. Each client posts the same chat-completion body to a minimal uvicorn upstream in another process, which
 answers after ``--latency-ms``. Printed per client: CPU milliseconds per request in this process (the client's

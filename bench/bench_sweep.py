@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evals import sources  # noqa: E402
-from evals.frontier import sweep_policies  # noqa: E402
+from evals.workbench.frontier import sweep_policies  # noqa: E402
 from routers import Queries, ScorePolicy, make_router  # noqa: E402
 
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(best of {args.repeat}; target < 1 s; machine load average {load:.1f} on {os.cpu_count()} cores):\n"
         f"  one thread            : {one_wall:.3f}s wall, {one_cpu:.3f}s CPU\n"
         f"  a thread per core ({os.cpu_count()}) : {best:.3f}s wall, {best_cpu:.3f}s CPU "
-        f"(evals.frontier.sweep_policies)"
+        f"(evals.workbench.frontier.sweep_policies)"
     )
 
     # Baseline: per-row Python loop over a slice, same points, one router at a time.

@@ -3,6 +3,8 @@
 - :func:`nondecreasing_hull` and :func:`aiq`: RouterBench (Hu et al., 2024). The non-decreasing convex hull
   of a router's (cost, quality) points is the best quality reachable at each cost by mixing operating points
   (and by paying more for no gain); AIQ is the area under it over the cost range, divided by the range.
+- :func:`aiq_common`: AIQ of several frontiers over one shared cost range, so that AIQs rank routers (the
+  per-frontier :func:`aiq` integrates each over its own range, where a single model scores its own quality).
 - :func:`pgr`, :func:`apgr`, :func:`cpt`: RouteLLM (Ong et al., 2024), for a two-model (weak, strong) view.
   PGR = (q - q_weak) / (q_strong - q_weak); APGR = area under PGR against the share of strong-model calls
   (trapezoids over [0, 1]); CPT(x) = the smallest strong-call share at which PGR reaches x.
@@ -16,6 +18,7 @@ All costs are in the caller's unit (the frontier uses dollars per 1,000 requests
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,10 +27,12 @@ import pandas as pd
 __all__ = [
     "ParityPoint",
     "aiq",
+    "aiq_common",
     "apgr",
     "cpt",
     "hull_value",
     "nondecreasing_hull",
+    "nondecreasing_hull_indices",
     "per_category",
     "pgr",
     "savings_at",
@@ -51,6 +56,19 @@ def nondecreasing_hull(cost: np.ndarray, quality: np.ndarray) -> tuple[np.ndarra
     Returns:
         ``(hull_cost, hull_quality)``: vertices with strictly increasing cost and quality.
     """
+    idx = nondecreasing_hull_indices(cost, quality)
+    c = np.asarray(cost, dtype=float).ravel()
+    q = np.asarray(quality, dtype=float).ravel()
+    return c[idx], q[idx]
+
+
+def nondecreasing_hull_indices(cost: np.ndarray, quality: np.ndarray) -> np.ndarray:
+    """Indices of the points on the non-decreasing hull (see :func:`nondecreasing_hull`), cheapest first.
+
+    Example:
+        >>> nondecreasing_hull_indices([1.0, 2.0, 3.0, 4.0], [0.5, 0.55, 0.9, 0.8]).tolist()
+        [0, 2]
+    """
     c = np.asarray(cost, dtype=float).ravel()
     q = np.asarray(quality, dtype=float).ravel()
     if c.shape != q.shape or len(c) == 0:
@@ -58,26 +76,22 @@ def nondecreasing_hull(cost: np.ndarray, quality: np.ndarray) -> tuple[np.ndarra
     if not (np.isfinite(c).all() and np.isfinite(q).all()):
         raise ValueError("costs and qualities must be finite")
     order = np.lexsort((-q, c))
-    hc: list[float] = []
-    hq: list[float] = []
+    hull: list[int] = []
     for i in order:
         ci, qi = c[i], q[i]
-        if hq and qi <= hq[-1] + _EPS:
+        if hull and qi <= q[hull[-1]] + _EPS:
             continue  # dearer and no better than a kept point: never on a non-decreasing hull
         # Pop the last vertex while it lies on or below the chord from the one before it to this point.
-        while len(hc) >= 2:
-            (c1, q1), (c2, q2) = (hc[-2], hq[-2]), (hc[-1], hq[-1])
+        while len(hull) >= 2:
+            (c1, q1), (c2, q2) = (c[hull[-2]], q[hull[-2]]), (c[hull[-1]], q[hull[-1]])
             if (q2 - q1) * (ci - c1) <= (qi - q1) * (c2 - c1) + _EPS * (abs(ci - c1) + 1.0):
-                hc.pop()
-                hq.pop()
+                hull.pop()
             else:
                 break
-        if hc and ci <= hc[-1] + _EPS:
-            hc.pop()  # same cost, higher quality: the new point replaces the last one
-            hq.pop()
-        hc.append(float(ci))
-        hq.append(float(qi))
-    return np.asarray(hc), np.asarray(hq)
+        if hull and ci <= c[hull[-1]] + _EPS:
+            hull.pop()  # same cost, higher quality: the new point replaces the last one
+        hull.append(int(i))
+    return np.asarray(hull, dtype=int)
 
 
 def hull_value(hull_cost: np.ndarray, hull_quality: np.ndarray, at: np.ndarray | float) -> np.ndarray:
@@ -114,6 +128,74 @@ def aiq(cost: np.ndarray, quality: np.ndarray, cost_range: tuple[float, float] |
     xs = np.concatenate([[lo], hc[(hc > lo) & (hc < hi)], [hi]])
     ys = hull_value(hc, hq, xs)
     return float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0) / (hi - lo))
+
+
+def aiq_common(
+    frontiers: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    cost_range: tuple[float, float] | None = None,
+) -> dict[str, float]:
+    """AIQ of several frontiers over one shared cost range (RouterBench's definition), so that it ranks them.
+
+    RouterBench (Hu et al., 2024, "RouterBench: A Benchmark for Multi-LLM Routing System") defines
+    ``AIQ(R) = 1 / (c_max - c_min) * integral from c_min to c_max of R~(c) dc``, with ``R~`` the
+    non-decreasing convex hull of router R's (cost, quality) points and one ``[c_min, c_max]`` for all the
+    routers compared. Its code (``evaluation/AIQ.py``, ``calc_AIQ``) settles what the paper leaves open, and
+    this function does the same:
+
+    - right of a frontier's dearest hull vertex, its hull is extended flat up to ``c_max`` (the best quality
+      it reaches stays reachable when paying more; ``calc_AIQ`` appends ``(max_x, last y)`` to every hull);
+    - left of a frontier's cheapest point it cannot operate, and that stretch counts as quality 0
+      (``calc_AIQ`` integrates each hull from its own first point).
+
+    One difference: ``calc_AIQ`` divides by ``max_x`` (a range starting at cost 0); this divides by the
+    width ``c_max - c_min`` as the paper writes it. With ``cost_range=(0, c_max)`` the two agree.
+
+    So a single model at cost ``c`` and quality ``q`` scores ``q * (c_max - c) / (c_max - c_min)``, while a
+    router that reaches ``q`` more cheaply, and offers cheaper points too, scores more.
+
+    Args:
+        frontiers: Name -> ``(cost, quality)`` arrays of that frontier's operating points (a single model is
+            one point; the oracle, the single-model hull and each router are entries alike).
+        cost_range: ``(c_min, c_max)``; default: the cheapest and the dearest point over all frontiers.
+
+    Returns:
+        Name -> AIQ, in the order given. With a zero-width range, each hull's quality at that cost (0 when the
+        frontier cannot operate there).
+
+    Raises:
+        ValueError: for no frontiers, a decreasing range, or points a hull cannot be built from.
+
+    Example:
+        >>> r = aiq_common({"router": ([1, 2, 3], [0.6, 0.85, 0.92]), "single": ([2], [0.9])})
+        >>> round(r["router"], 4), round(r["single"], 4)
+        (0.805, 0.45)
+    """
+    if not frontiers:
+        raise ValueError("aiq_common needs at least one frontier")
+    hulls = {name: nondecreasing_hull(c, q) for name, (c, q) in frontiers.items()}
+    if cost_range is None:
+        lo = min(float(np.min(np.asarray(c, dtype=float))) for c, _ in frontiers.values())
+        hi = max(float(np.max(np.asarray(c, dtype=float))) for c, _ in frontiers.values())
+    else:
+        lo, hi = map(float, cost_range)
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi < lo:
+        raise ValueError(f"cost range must be finite and increasing, got ({lo}, {hi})")
+    width = hi - lo
+    out: dict[str, float] = {}
+    for name, (hc, hq) in hulls.items():
+        if width <= _EPS * (abs(hi) + 1.0):
+            v = hull_value(hc, hq, lo)
+            out[name] = 0.0 if np.isnan(v) else float(v)
+            continue
+        start = max(lo, float(hc[0]))  # quality 0 left of the cheapest point (RouterBench's calc_AIQ)
+        if start >= hi:
+            out[name] = 0.0
+            continue
+        xs = np.concatenate([[start], hc[(hc > start) & (hc < hi)], [hi]])
+        ys = hull_value(hc, hq, xs)
+        out[name] = float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2.0) / width)
+    return out
 
 
 def pgr(quality: np.ndarray | float, q_weak: float, q_strong: float) -> np.ndarray:
@@ -186,7 +268,7 @@ class ParityPoint:
 
 
 def savings_at(
-    cost: np.ndarray, quality: np.ndarray, threshold: float, ref_cost: float
+    cost: np.ndarray, quality: np.ndarray, threshold: float, *, ref_cost: float
 ) -> ParityPoint | None:
     """The cheapest point whose quality is at least ``threshold`` (None when no point is).
 
@@ -195,6 +277,7 @@ def savings_at(
         quality: Quality of each operating point.
         threshold: Quality to reach.
         ref_cost: Cost of the reference (best single model) the savings are relative to; must be > 0.
+            Keyword-only, like every reference argument here, so a cost and a quality cannot be swapped.
     """
     c = np.asarray(cost, dtype=float)
     q = np.asarray(quality, dtype=float)
@@ -210,9 +293,9 @@ def savings_at(
 def savings_at_parity(
     cost: np.ndarray,
     quality: np.ndarray,
-    ref_quality: float,
-    ref_cost: float,
     *,
+    ref_cost: float,
+    ref_quality: float,
     margin: float = 0.005,
     fraction: float | None = None,
 ) -> ParityPoint | None:
@@ -220,19 +303,20 @@ def savings_at_parity(
 
     Args:
         cost, quality: The router's operating points.
-        ref_quality, ref_cost: The reference model's quality and cost.
+        ref_cost, ref_quality: The reference model's cost and quality (keyword-only).
         margin: Non-inferiority margin: quality may be this much below the reference (0.005 = 0.5 points).
         fraction: If given, the threshold is ``fraction * ref_quality`` instead (0.95, 0.99), and ``margin``
             is ignored.
     """
     threshold = ref_quality * fraction if fraction is not None else ref_quality - margin
-    return savings_at(cost, quality, threshold, ref_cost)
+    return savings_at(cost, quality, threshold, ref_cost=ref_cost)
 
 
 def per_category(
     categories: np.ndarray,
     cost: np.ndarray,
     score: np.ndarray,
+    *,
     ref_cost: np.ndarray,
     ref_score: np.ndarray,
     oracle_score: np.ndarray | None = None,
@@ -242,7 +326,7 @@ def per_category(
     Args:
         categories: Category per sample.
         cost, score: The router's per-sample cost and score.
-        ref_cost, ref_score: The reference (best single) model's per-sample cost and score.
+        ref_cost, ref_score: The reference (best single) model's per-sample cost and score (keyword-only).
         oracle_score: The oracle's per-sample score (optional).
 
     Returns:

@@ -457,9 +457,20 @@ class OutcomeTable:
             table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as exc:
             raise SchemaError(f"{path}: not a readable Parquet file ({exc})") from None
+        return cls.from_arrow(table, name=path.stem, origin=str(path))
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, *, name: str, origin: str) -> OutcomeTable:
+        """A validated table from Arrow data, with the card stored by :meth:`to_parquet` when there is one.
+
+        Args:
+            table: The rows in the long format (schema metadata may hold the card).
+            name: Card name when the data carries no card (usually the file stem).
+            origin: Where the data came from, for the card and error messages.
+        """
         raw = (table.schema.metadata or {}).get(_CARD_KEY)
-        card = DatasetCard.from_json(raw.decode()) if raw else DatasetCard(name=path.stem, source=str(path))
-        return cls(table.to_pandas(), card, origin=str(path))
+        card = DatasetCard.from_json(raw.decode()) if raw else DatasetCard(name=name, source=origin)
+        return cls(table.to_pandas(), card, origin=origin)
 
 
 def _row(frame: pd.DataFrame, mask: pd.Series) -> int:

@@ -1,19 +1,58 @@
 """A small generic registry of named components (routers, graders, data sources).
 
 After lm-evaluation-harness's ``Registry``: ``register`` works as a decorator, a duplicate name with a
-different target raises, and an unknown name raises :class:`UnknownComponentError` listing the valid names.
+different target raises, and an unknown name raises :class:`UnknownComponentError` naming the closest
+registered names ("did you mean") and listing the valid ones. :func:`suggest` is the same "did you mean"
+for any list of names (data sources, parameters).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import difflib
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from evals.exceptions import UnknownComponentError
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "did_you_mean", "suggest"]
 
 T = TypeVar("T")
+
+
+def _normalised(name: str) -> str:
+    # "mmlu_pro", "MMLU-Pro" and "mmlu pro" are one name to a person typing it.
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def suggest(name: str, choices: Iterable[str], *, n: int = 3) -> list[str]:
+    """The names in ``choices`` closest to ``name``, best first (empty when none is close).
+
+    Case, ``-``, ``_`` and spaces are ignored first (``mmlu_pro`` -> ``mmlu-pro``), then
+    :func:`difflib.get_close_matches` finds typos (``knnn`` -> ``knn``).
+
+    Example:
+        >>> suggest("mmlu_pro", ["mmlu-pro", "routerbench", "sprout"])
+        ['mmlu-pro']
+    """
+    options = sorted({str(c) for c in choices})
+    key = _normalised(str(name))
+    same = [c for c in options if _normalised(c) == key and key]
+    by_key: dict[str, list[str]] = {}
+    for c in options:
+        by_key.setdefault(_normalised(c), []).append(c)
+    close = difflib.get_close_matches(key, list(by_key), n=n, cutoff=0.6) if key else []
+    ordered = same + [c for k in close for c in by_key[k] if c not in same]
+    if len(ordered) < n:  # names that differ only in case or separators were covered above
+        ordered += [c for c in difflib.get_close_matches(str(name), options, n=n) if c not in ordered]
+    return ordered[:n]
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'mmlu-pro'?)"`` for the closest choices, or ``""``: to append to an error message."""
+    close = suggest(name, choices)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
 
 
 class Registry(Generic[T]):
@@ -58,13 +97,17 @@ class Registry(Generic[T]):
         """Return the object registered as ``name``.
 
         Raises:
-            UnknownComponentError: if ``name`` is not registered (the message lists the valid names).
+            UnknownComponentError: if ``name`` is not registered: ``unknown router 'knnn' (did you mean
+                'knn'?); registered routers: ...``.
         """
         try:
             return self._items[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable "name" from a broken config
             valid = ", ".join(sorted(self._items)) or "(none)"
-            raise UnknownComponentError(f"unknown {self.kind} {name!r}; registered {self.kind}s: {valid}") from None
+            hint = did_you_mean(name, self._items) if isinstance(name, str) else ""
+            raise UnknownComponentError(
+                f"unknown {self.kind} {name!r}{hint}; registered {self.kind}s: {valid}"
+            ) from None
 
     def names(self) -> list[str]:
         """Sorted registered names."""

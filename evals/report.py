@@ -18,124 +18,34 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from evals.metrics import nondecreasing_hull
+from evals.figures import frontier_figure  # the one frontier figure; also importable from here, as before
+from evals.formatting import POINT_TEST_FRONTIER, POINT_VALIDATION_CHOSEN, format_interval
 
-__all__ = ["frontier_figure", "report_tables", "write_report"]
-
-_PALETTE = [
-    "#1f77b4",
-    "#d62728",
-    "#2ca02c",
-    "#9467bd",
-    "#ff7f0e",
-    "#8c564b",
-    "#e377c2",
-    "#17becf",
-    "#bcbd22",
-    "#7f7f7f",
+__all__ = [
+    "NON_INFERIOR_EXPLAINED",
+    "TARGETS_EXPLAINED",
+    "cost_provenance",
+    "frontier_figure",
+    "report_tables",
+    "write_report",
 ]
 
+#: What "non-inferior" means, said wherever it appears next to gates (the report and ``routelab eval``).
+NON_INFERIOR_EXPLAINED = (
+    "non-inferior = the 95% paired interval of the quality difference vs the best single model stays above "
+    "-margin (a statistical test); the gates compare point estimates with their limits, so a router can pass "
+    "its gates and still not be shown non-inferior"
+)
 
-def frontier_figure(
-    frontiers: Sequence[Any], *, title: str = "Quality vs cost", cost_estimated: bool | None = None
-):
-    """A plotly figure of one or more :class:`~evals.frontier.Frontier` on the same axes.
 
-    The references (oracle, single models, random mix) are drawn once, from the first frontier (all
-    frontiers of one evaluation share the same test samples).
-    """
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    ref = frontiers[0]
-    est = ref.cost_estimated if cost_estimated is None else cost_estimated
-    for i, fr in enumerate(frontiers):
-        color = _PALETTE[i % len(_PALETTE)]
-        cv = fr.router
-        text = [f"lam={lam:.3g}" for lam in cv.lam]
-        fig.add_trace(
-            go.Scatter(
-                x=cv.cost_per_1k,
-                y=cv.quality,
-                mode="lines+markers",
-                name=fr.name,
-                legendgroup=fr.name,
-                line={"color": color},
-                marker={"size": 4},
-                text=text,
-                hovertemplate="%{text}<br>$%{x:.4f}/1k<br>quality %{y:.4f}",
-            )
-        )
-        hc, hq = nondecreasing_hull(cv.cost_per_1k, cv.quality)
-        fig.add_trace(
-            go.Scatter(
-                x=hc,
-                y=hq,
-                mode="lines",
-                name=f"{fr.name} hull",
-                legendgroup=fr.name,
-                showlegend=False,
-                line={"color": color, "dash": "dash", "width": 1},
-            )
-        )
-    o = ref.oracle
-    fig.add_trace(
-        go.Scatter(
-            x=o.cost_per_1k,
-            y=o.quality,
-            mode="lines",
-            name="oracle sweep",
-            line={"color": "black", "dash": "dot", "width": 1},
-        )
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=o.cost_per_1k[-1:],
-            y=o.quality[-1:],
-            mode="markers",
-            name="oracle",
-            marker={"symbol": "star", "size": 14, "color": "black"},
-        )
-    )
-    r = ref.random
-    fig.add_trace(
-        go.Scatter(
-            x=r.cost_per_1k,
-            y=r.quality,
-            mode="lines",
-            name="random mix",
-            line={"color": "grey", "dash": "dashdot", "width": 1},
-        )
-    )
-    s = ref.singles
-    fig.add_trace(
-        go.Scatter(
-            x=s.cost_per_1k,
-            y=s.quality,
-            mode="markers+text",
-            name="single models",
-            text=list(ref.models),
-            textposition="top center",
-            textfont={"size": 9},
-            marker={"symbol": "diamond", "size": 9, "color": "#444"},
-        )
-    )
-    costs = np.concatenate([s.cost_per_1k, o.cost_per_1k] + [f.router.cost_per_1k for f in frontiers])
-    pos = costs[costs > 0]
-    log_x = len(pos) > 0 and pos.max() / pos.min() > 20
-    fig.update_layout(
-        title=title + (" (costs estimated)" if est else ""),
-        xaxis_title="$ per 1,000 requests"
-        + (" (estimated)" if est else "")
-        + (" (log scale)" if log_x else ""),
-        yaxis_title=f"mean quality (n = {ref.n_samples})",
-        template="plotly_white",
-        height=620,
-        legend={"orientation": "v"},
-    )
-    if log_x:
-        fig.update_xaxes(type="log")
-    return fig
+#: What the per-target table shows, said above it.
+TARGETS_EXPLAINED = (
+    f"Savings are {POINT_VALIDATION_CHOSEN}. 'held on test' = the target is met by the test means (quality "
+    "targets against the best single model's test quality). A risk-controlled target takes a point whose "
+    "one-sided validation-bootstrap lower bound meets it (with the stated confidence), instead of one whose "
+    "validation mean does (the plain choice); 'saving the guarantee cost' = the plain choice's test saving "
+    "minus the risk-controlled one's."
+)
 
 
 def _fmt(x: Any, digits: int = 3, pct: bool = False) -> str:
@@ -145,8 +55,7 @@ def _fmt(x: Any, digits: int = 3, pct: bool = False) -> str:
 
 
 def _ci(iv: dict[str, Any] | Any, *, pct: bool = False, digits: int = 3) -> str:
-    d = iv if isinstance(iv, dict) else iv.to_dict()
-    return f"{_fmt(d['value'], digits, pct)} [{_fmt(d['low'], digits, pct)}, {_fmt(d['high'], digits, pct)}]"
+    return format_interval(iv, pct=pct, digits=None if pct else digits)
 
 
 def report_tables(result: Any) -> dict[str, pd.DataFrame]:
@@ -177,14 +86,14 @@ def report_tables(result: Any) -> dict[str, pd.DataFrame]:
             },
         ]
     )
-    rows, cal_rows = [], []
+    rows, cal_rows, target_rows = [], [], []
     for r in s["routers"]:
         row = {
             "router": r["label"],
             "AIQ": _fmt(r["aiq"], 4),
-            "savings@parity [95% CI]": (
-                _fmt(r["savings_at_parity"], pct=True) + f" [{_fmt(r['savings_at_parity_ci'][0], pct=True)}, "
-                f"{_fmt(r['savings_at_parity_ci'][1], pct=True)}]"
+            "AIQ, common range": _fmt(r.get("aiq_common"), 4),
+            "savings@parity, test frontier [95% CI]": format_interval(
+                r["savings_at_parity"], *r["savings_at_parity_ci"], pct=True
             ),
             "quality@parity": _fmt(r["quality_at_parity"]),
             f"$/1k@parity{est}": _fmt(r["cost_per_1k_at_parity"], 4),
@@ -212,14 +121,74 @@ def report_tables(result: Any) -> dict[str, pd.DataFrame]:
                 "test quality [95% CI]": _ci(at["quality"]),
                 f"test $/1k{est} [95% CI]": _ci(at["cost_per_1k"], digits=4),
                 "Δ quality vs best [95% CI]": _ci(at["quality_diff"]),
-                "savings [95% CI]": _ci(at["savings"], pct=True),
+                "savings, val-chosen point [95% CI]": _ci(at["savings"], pct=True),
                 f"non-inferior (margin {s['margin']:.3f})": (
                     f"{'yes' if ni['non_inferior'] else 'no'} (p={ni['p_value']:.3g})"
                 ),
+                "held on test": _yes_no(cal.get("held_on_test")),
                 "n val / test": f"{cal['validation']['n']} / {cal['test']['n']}",
             }
         )
-    return {"references": refs, "routers": pd.DataFrame(rows), "calibration": pd.DataFrame(cal_rows)}
+        for t in r.get("targets", []):
+            tc, ta = t["calibrated"], t["at_point"]
+            risk = bool(tc["target"].get("risk_control"))
+            target_rows.append(
+                {
+                    "router": r["label"],
+                    "target": t["target"],
+                    "met on val": _yes_no(tc["met"]),
+                    "test quality [95% CI]": _ci(ta["quality"]),
+                    "Δ quality vs best [95% CI]": _ci(ta["quality_diff"]),
+                    "savings, val-chosen point [95% CI]": _ci(ta["savings"], pct=True),
+                    "held on test": _yes_no(t["held_on_test"]),
+                    "plain choice: savings [95% CI]": _ci(t["plain_savings"], pct=True) if risk else "—",
+                    "saving the guarantee cost": _points(t["guarantee_cost"]) if risk else "—",
+                }
+            )
+    return {
+        "references": refs,
+        "routers": pd.DataFrame(rows),
+        "calibration": pd.DataFrame(cal_rows),
+        "targets": pd.DataFrame(target_rows),
+    }
+
+
+def _yes_no(flag: Any) -> str:
+    return "—" if flag is None else ("yes" if flag else "NO")
+
+
+def _points(x: Any) -> str:
+    """A difference of two savings, in points of saving."""
+    return "—" if x is None or not np.isfinite(x) else f"{x * 100:+.1f} points"
+
+
+def _show_targets(result: Any) -> bool:
+    """The per-target table is shown when it says more than the calibration table: several targets, or one
+    that is risk-controlled (then the plain choice and what the guarantee cost are in it)."""
+    targets = result.config.targets
+    return len(targets) > 1 or any(t.risk_control for t in targets)
+
+
+def cost_provenance(table: Any) -> str:
+    """How the table's costs were obtained, in words, from the table itself: estimated or measured (per row,
+    the ``cost_estimated`` column) and the method its source states (the card's ``cost_note``)."""
+    frame = table.frame
+    n = len(frame)
+    n_est = int(frame["cost_estimated"].sum()) if n else 0
+    if n_est == 0:
+        head = "Costs are measured per request"
+    elif n_est == n:
+        head = "**Costs are estimated**, not measured"
+    else:
+        head = f"**Costs are partly estimated** ({n_est:,} of {n:,} rows), the rest measured"
+    note = (table.card.cost_note or "").strip()
+    # Source cards often open with a label the head already says ("ESTIMATED: ...", "MEASURED: ...").
+    for label in ("estimated:", "measured:"):
+        if note.lower().startswith(label):
+            note = note[len(label) :].strip()
+    if not note:
+        return f"{head} (the source states no method)."
+    return f"{head}; the source's method: {note.rstrip('.')}."
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -243,26 +212,41 @@ def _category_frame(r: Any) -> pd.DataFrame:
 
 def _preamble(result: Any) -> list[str]:
     cfg = result.config
-    cost_note = (
-        "**Costs are estimated** (from text lengths and a price table), not measured."
-        if result.cost_estimated
-        else "Costs are measured per request by the source."
-    )
     card = result.table.card
+    warnings = [f"**Warning:** {w}" for w in getattr(result, "warnings", [])]
+    notes = [f"**Note:** {n}" for n in getattr(result, "notes", [])]
+    origin = getattr(result, "split_origin", "seeded")
+    if origin == "column":
+        how = "split by the file's 'split' column"
+    elif origin == "test_source":
+        how = f"test from {cfg.test_source}; train/validation split {list(cfg.fractions)[:2]}, seed {cfg.split_seed}"
+    else:
+        how = f"split {list(cfg.fractions)}, seed {cfg.split_seed}"
+    aiq_range = getattr(result, "aiq_range", None)
+    aiq_common = (
+        ""
+        if aiq_range is None
+        else f" AIQ, common range: the same area over one cost range for every router, "
+        f"${aiq_range[0]:.4g} to ${aiq_range[1]:.4g} per 1k requests (the cheapest to the dearest point of "
+        f"any router or single model; quality 0 where a router cannot operate), so it ranks them; the single "
+        f"models' hull scores {_fmt(getattr(result, 'aiq_single_hull', None), 4)} on it."
+    )
     return [
+        *warnings,
         f"Dataset **{result.dataset}** ({card.source or cfg.source}); models: {', '.join(result.models)}.",
         f"Samples: train {result.n_train}, validation {result.n_validation}, test {result.n_test} "
-        f"(split {list(cfg.fractions)}, seed {cfg.split_seed}"
-        f"{', stratified by category' if cfg.stratify else ''}).",
-        cost_note + (f" {card.cost_note}" if card.cost_note else ""),
+        f"({how}{', stratified by category' if cfg.stratify and origin != 'column' else ''}).",
+        *notes,
+        cost_provenance(result.table),
         f"Every number is on the test split; intervals are 95% paired bootstrap over test samples "
         f"({cfg.n_resamples} resamples, seed {cfg.seed}). Parity = quality not below the best single model's "
-        f"by more than {cfg.margin:.3f}. Savings at parity pick the cheapest test point "
-        "(optimistic: chosen on "
-        "test); the calibrated point is chosen on validation and measured on test (honest).",
+        f"by more than {cfg.margin:.3f}. Savings are given at two points: savings@parity are "
+        f"{POINT_TEST_FRONTIER} (the cheapest test point within the margin; optimistic, since the point is "
+        f"picked with test outcomes); the calibrated point's savings are {POINT_VALIDATION_CHOSEN} (what an "
+        "export of that point gets).",
         "AIQ: area under the router's non-decreasing convex hull over its own cost range, divided by "
         "the range "
-        "(RouterBench). APGR/CPT (RouteLLM) are shown when exactly two models are compared.",
+        f"(RouterBench).{aiq_common} APGR/CPT (RouteLLM) are shown when exactly two models are compared.",
     ]
 
 
@@ -280,6 +264,7 @@ def write_report(
     title = f"RouteLab evaluation: {result.config.name or result.dataset}"
     gates = [f"- FAILED: {gate_error}"] if gate_error else []
     gates += [f"- {line}" for line in gate_lines]
+    gate_note = f"Note: {NON_INFERIOR_EXPLAINED}."
     md = [
         f"# {title}",
         "",
@@ -297,8 +282,11 @@ def write_report(
         _md_table(tables["calibration"]),
         "",
     ]
+    if _show_targets(result):
+        md += ["## Targets (each chosen on validation from the same fit, measured on test)", "", TARGETS_EXPLAINED, ""]
+        md += [_md_table(tables["targets"]), ""]
     if gates:
-        md += ["## Gates", "", *gates, ""]
+        md += ["## Gates", "", *gates, "", gate_note, ""]
     md += ["## Per category (at the calibrated point, vs the best single model)", ""]
     for r in result.routers:
         md += [f"### {r.label}", "", _md_table(_category_frame(r)), ""]
@@ -306,7 +294,13 @@ def write_report(
     md_path = out / "report.md"
     md_path.write_text("\n".join(md), encoding="utf-8")
 
-    fig = frontier_figure([r.frontier for r in result.routers], title=f"{result.dataset}: quality vs cost")
+    parity = (
+        float(result.best_single["quality"]) - result.config.margin,
+        f"parity: {result.best_single['name']} - margin",
+    )
+    fig = frontier_figure(
+        [r.frontier for r in result.routers], title=f"{result.dataset}: quality vs cost", parity=parity
+    )
     plot = fig.to_html(include_plotlyjs=True, full_html=False)
 
     def table_html(frame: pd.DataFrame) -> str:
@@ -323,8 +317,15 @@ def write_report(
         "<h2>Calibrated operating point (chosen on validation, measured on test)</h2>",
         table_html(tables["calibration"]),
     ]
+    if _show_targets(result):
+        parts += [
+            "<h2>Targets (each chosen on validation from the same fit, measured on test)</h2>",
+            f"<p>{html.escape(TARGETS_EXPLAINED)}</p>",
+            table_html(tables["targets"]),
+        ]
     if gates:
         parts += ["<h2>Gates</h2><ul>", *(f"<li>{html.escape(g[2:])}</li>" for g in gates), "</ul>"]
+        parts.append(f"<p>{html.escape(gate_note)}</p>")
     parts.append("<h2>Per category (at the calibrated point)</h2>")
     for r in result.routers:
         parts.append(

@@ -9,10 +9,14 @@ Example:
     >>> W = resample_counts(n=500, n_resamples=2000, seed=0)
     >>> interval = mean_interval(per_sample_scores, W)              # doctest: +SKIP
     >>> interval.value, interval.low, interval.high, interval.n     # doctest: +SKIP
+
+Reference arguments (``ref_cost``, ``ref_score``) are keyword-only everywhere, so a cost and a score, or the
+router and its reference, cannot be swapped by position.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,10 +26,12 @@ __all__ = [
     "Interval",
     "NonInferiority",
     "mean_interval",
+    "mean_with_ci",
     "non_inferiority",
     "parity_interval",
     "point_intervals",
     "resample_counts",
+    "wilson_interval",
 ]
 
 DEFAULT_RESAMPLES = 1000
@@ -55,6 +61,61 @@ class Interval:
             return "—" if x is None or not np.isfinite(x) else f"{x * scale:.{digits}f}{unit}"
 
         return f"{f(self.value)} [{f(self.low)}, {f(self.high)}]"
+
+
+def wilson_interval(successes: float, n: int, *, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``successes / n`` (95% with the default ``z``).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not degenerate at 0 or n successes
+    (all wrong gives ``(0, z**2 / (n + z**2))``, all right the mirror image).
+
+    Args:
+        successes: Number of successes, 0 <= successes <= n (a float is allowed: a sum of 0/1 scores).
+        n: Number of trials (>= 0).
+        z: Standard-normal quantile of the two-sided level (1.96 for 95%, 2.576 for 99%).
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` when ``n == 0`` (no data: no interval).
+
+    Raises:
+        ValueError: ``n`` negative or ``successes`` outside [0, n].
+    """
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval needs 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # Clamp float noise only: mathematically the bounds are already inside [0, 1].
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def mean_with_ci(scores: np.ndarray, *, z: float = 1.96) -> tuple[float, float, float]:
+    """Mean of per-sample scores in [0, 1] with a confidence interval (95% with the default ``z``).
+
+    The one rule behind every "quality [low, high]" that is not a paired bootstrap: the Wilson score
+    interval (:func:`wilson_interval`) when every score is 0 or 1 (exact-match grading), else the normal
+    approximation ``mean +- z * sd / sqrt(n)`` clipped to [0, 1] (scores are in [0, 1], so the mean is).
+    Non-finite scores are dropped first.
+
+    Returns:
+        ``(mean, low, high)``: all NaN for no scores; ``(mean, nan, nan)`` for a single non-0/1 score
+        (no spread to estimate). A single 0/1 score gets its Wilson interval.
+    """
+    v = np.asarray(scores, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    mean = float(v.mean())
+    if np.isin(v, (0.0, 1.0)).all():
+        return (mean, *wilson_interval(float(v.sum()), n, z=z))
+    if n < 2:
+        return (mean, math.nan, math.nan)
+    half = z * float(v.std(ddof=1)) / math.sqrt(n)
+    return (mean, max(0.0, mean - half), min(1.0, mean + half))
 
 
 def resample_counts(n: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
@@ -95,18 +156,18 @@ def mean_interval(x: np.ndarray, W: np.ndarray, *, level: float = 0.95) -> Inter
 def point_intervals(
     cost: np.ndarray,
     score: np.ndarray,
-    ref_cost: np.ndarray,
-    ref_score: np.ndarray,
     W: np.ndarray,
     *,
+    ref_cost: np.ndarray,
+    ref_score: np.ndarray,
     level: float = 0.95,
 ) -> dict[str, Interval]:
     """The headline numbers of one operating point, each with a paired interval.
 
     Args:
         cost, score: The router's per-sample cost ($) and score at the point.
-        ref_cost, ref_score: The reference (best single) model's per-sample cost and score.
         W: Resample counts from :func:`resample_counts`.
+        ref_cost, ref_score: The reference (best single) model's per-sample cost and score (keyword-only).
 
     Returns:
         ``quality``, ``cost_per_1k`` ($ per 1k requests), ``quality_diff`` (router - reference) and
@@ -138,10 +199,10 @@ def _scaled(bounds: tuple[float | None, float | None], k: float) -> tuple[float 
 def parity_interval(
     cost: np.ndarray,
     score: np.ndarray,
-    ref_cost: np.ndarray,
-    ref_score: np.ndarray,
     W: np.ndarray,
     *,
+    ref_cost: np.ndarray,
+    ref_score: np.ndarray,
     margin: float = 0.005,
     fraction: float | None = None,
     level: float = 0.95,
@@ -150,8 +211,8 @@ def parity_interval(
 
     Args:
         cost, score: Per-sample cost and score at every operating point, shape (n, K).
-        ref_cost, ref_score: The reference model's per-sample cost and score, shape (n,).
         W: Resample counts.
+        ref_cost, ref_score: The reference model's per-sample cost and score, shape (n,) (keyword-only).
         margin: Non-inferiority margin (ignored when ``fraction`` is given).
         fraction: Threshold as a fraction of the reference quality instead (0.95, 0.99).
 
@@ -206,14 +267,14 @@ class NonInferiority:
 
 
 def non_inferiority(
-    score: np.ndarray, ref_score: np.ndarray, W: np.ndarray, *, margin: float = 0.005, level: float = 0.95
+    score: np.ndarray, W: np.ndarray, *, ref_score: np.ndarray, margin: float = 0.005, level: float = 0.95
 ) -> NonInferiority:
     """Test whether a router's quality is not worse than the reference's by more than ``margin``.
 
     Args:
         score: The router's per-sample score at the chosen point.
-        ref_score: The reference model's per-sample score on the same samples.
         W: Resample counts.
+        ref_score: The reference model's per-sample score on the same samples (keyword-only).
         margin: Non-inferiority margin (>= 0).
     """
     d = np.asarray(score, float) - np.asarray(ref_score, float)

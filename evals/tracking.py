@@ -27,15 +27,29 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from evals.exceptions import WorkbenchError
+from evals.figures import frontier_figure
 
-__all__ = ["TrackingError", "experiment_name", "flat_params", "log_evaluation", "start_run", "tracking_uri"]
+__all__ = [
+    "LoggedRouterRun",
+    "TrackingError",
+    "experiment_name",
+    "flat_params",
+    "log_evaluation",
+    "read_router_run",
+    "safe_uri",
+    "start_run",
+    "tracking_uri",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +77,12 @@ def _artifact_location(uri: str, name: str) -> str | None:
     return None
 
 
+#: MLflow 3's UI opens an experiment in its GenAI view unless this tag says it holds ordinary (model) runs; with it,
+#: the parent run per evaluation and its child runs per router are on the experiment's *Runs* tab at once.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def _use_experiment(uri: str, name: str) -> str:
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
@@ -71,20 +91,27 @@ def _use_experiment(uri: str, name: str) -> str:
         exp_id = (
             exp.experiment_id
             if exp is not None
-            else client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+            else client.create_experiment(
+                name, artifact_location=_artifact_location(uri, name), tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
         )
+        if exp is not None and exp.tags.get(EXPERIMENT_KIND_TAG) is None:
+            client.set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         mlflow.set_experiment(experiment_id=exp_id)
     except Exception as exc:  # noqa: BLE001 - MLflow raises many types; report them as one
         raise TrackingError(f"cannot use MLflow experiment {name!r} at {_safe_uri(uri)}: {exc}") from exc
     return exp_id
 
 
-def _safe_uri(uri: str) -> str:
+def safe_uri(uri: str) -> str:
     """The URI without any user:password part (never print credentials)."""
     if "@" in uri and "://" in uri:
         scheme, rest = uri.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return uri
+
+
+_safe_uri = safe_uri  # the former private name, kept for callers that used it
 
 
 @contextmanager
@@ -163,6 +190,12 @@ def router_metrics(summary: dict[str, Any]) -> dict[str, float]:
     flat.update({"noninferiority_p": ni["p_value"], "noninferiority_pass": ni["non_inferior"]})
     for k, v in (summary.get("two_model") or {}).items():
         flat[k] = v
+    for i, t in enumerate(summary.get("targets", [])[1:], start=2):  # the first is calibrated_* above
+        flat[f"target{i}_savings"] = t["at_point"]["savings"]["value"]
+        flat[f"target{i}_held_on_test"] = t["held_on_test"]
+    flat["calibrated_held_on_test"] = cal.get("held_on_test")
+    if summary.get("aiq_common") is not None:
+        flat["aiq_common"] = summary["aiq_common"]
     for k, v in summary["seconds"].items():
         flat[f"seconds_{k}"] = v
     return _metrics(flat)
@@ -175,7 +208,7 @@ def log_evaluation(
     report_paths: Sequence[Path] = (),
     config_path: str | None = None,
 ) -> str:
-    """Log an :class:`~evals.experiment.EvaluationResult`: a parent run and one child run per router.
+    """Log an :class:`~evals.workbench.experiment.EvaluationResult`: a parent run and one child run per router.
 
     Args:
         result: The evaluation result.
@@ -189,8 +222,6 @@ def log_evaluation(
     Raises:
         TrackingError: when MLflow cannot be reached or refuses the run.
     """
-    from evals.report import frontier_figure
-
     uri = uri or tracking_uri()
     _use_experiment(uri, experiment_name(result.dataset))
     summary = result.to_json()
@@ -217,6 +248,8 @@ def log_evaluation(
                         "gates": cfg.gates,
                         "routers": [r.label for r in result.routers],
                         "cost_estimated": result.cost_estimated,
+                        "incomplete_samples_dropped": summary.get("incomplete_samples_dropped", 0),
+                        "split_origin": summary.get("split_origin", "seeded"),
                         "dataset_origin": result.table.card.source,
                     }
                 )
@@ -227,6 +260,7 @@ def log_evaluation(
                         "n_train": result.n_train,
                         "n_validation": result.n_validation,
                         "n_test": result.n_test,
+                        "incomplete_samples_dropped": summary.get("incomplete_samples_dropped", 0),
                         "best_single_quality": result.best_single["quality"],
                         "best_single_cost_per_1k": result.best_single["cost_per_1k"],
                         "oracle_quality": result.oracle["quality"],
@@ -261,8 +295,6 @@ def log_evaluation(
 
 def _log_dataset(result: Any) -> None:
     """The replayed outcomes as an MLflow dataset input (ids, categories, scores and costs; no text)."""
-    import mlflow.data
-
     frame = result.table.frame[["sample_id", "category", "model", "score", "cost_usd", "cost_estimated"]]
     # A plain name is not a resolvable MLflow source (it would be guessed as a local path): the origin goes
     # in the run's params and the dataset card; MLflow records the code that logged it as the source.
@@ -283,3 +315,176 @@ def _log_router_artifacts(r: Any, figure_fn: Any) -> None:
         fig.write_html(d / "frontier.html", include_plotlyjs="cdn", full_html=True)
         for name in ("frontier.csv", "frontier.json", "categories.csv", "frontier.html"):
             mlflow.log_artifact(str(d / name), artifact_path="frontier")
+
+
+# ------------------------------------------------------------------------------------- a run to export from
+
+
+@dataclass(frozen=True)
+class LoggedRouterRun:
+    """A router (child) run logged by :func:`log_evaluation`, with what is needed to refit it exactly."""
+
+    run_id: str
+    """The router run."""
+    parent_run_id: str
+    """Its evaluation (parent) run."""
+    label: str
+    """The router's label in the evaluation."""
+    router: str
+    """The registered router name."""
+    params: dict[str, Any]
+    """The router's params (decoded from the flat ``params.<key>`` strings)."""
+    metrics: dict[str, float]
+    """The child run's metrics (``calibrated_lam``, ``test_quality``...)."""
+    config_name: str
+    """File name of the evaluation's config artifact."""
+    config_text: str
+    """The evaluation's config (TOML text)."""
+
+
+def _decode_params(params: dict[str, str]) -> dict[str, Any]:
+    """Router spec params logged as ``params.<key>`` (JSON values; see :func:`flat_params`)."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if k.startswith("params.") and k != "params.":
+            try:
+                out[k[len("params.") :]] = json.loads(v)
+            except ValueError:
+                out[k[len("params.") :]] = v
+    return out
+
+
+def read_router_run(run_id: str, *, router: str | None = None, uri: str | None = None) -> LoggedRouterRun:
+    """Read a router run of ``routelab eval``: the run itself, or its evaluation's run plus a router label.
+
+    Raises:
+        TrackingError: a run that does not exist, was not logged by ``routelab eval``, is an evaluation run
+            without a valid ``router`` label, or has no config artifact to refit from.
+    """
+    uri = uri or tracking_uri()
+    client = MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow run {run_id!r} not found at {_safe_uri(uri)} ({exc.message})") from None
+    kind = run.data.tags.get("routelab.kind")
+    if kind == "evaluation":
+        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+        labels = {c.data.params.get("label"): c for c in children}
+        if router not in labels:
+            raise TrackingError(
+                f"run {run_id} is an evaluation; pass --router with one of its routers: "
+                f"{', '.join(sorted(str(k) for k in labels))}"
+            )
+        parent, child = run, labels[router]
+    elif kind == "router":
+        child = run
+        parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    else:
+        raise TrackingError(f"run {run_id} was not logged by `routelab eval` (tag routelab.kind is {kind!r})")
+    tomls = [a.path for a in client.list_artifacts(parent.info.run_id, "config") if a.path.endswith(".toml")]
+    if not tomls:
+        raise TrackingError(f"evaluation run {parent.info.run_id} has no config/*.toml artifact to refit from")
+    with tempfile.TemporaryDirectory(prefix="routelab-run-") as tmp:
+        text = Path(client.download_artifacts(parent.info.run_id, tomls[0], tmp)).read_text(encoding="utf-8")
+    params = child.data.params
+    return LoggedRouterRun(
+        run_id=child.info.run_id,
+        parent_run_id=parent.info.run_id,
+        label=params.get("label") or params.get("router", ""),
+        router=params["router"],
+        params=_decode_params(params),
+        metrics=dict(child.data.metrics),
+        config_name=Path(tomls[0]).name,
+        config_text=text,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- reading runs
+# Readers for the app's Experiments and Export pages (the app never imports mlflow itself).
+
+
+def _client(uri: str | None = None) -> MlflowClient:
+    return MlflowClient(uri or tracking_uri())
+
+
+def list_experiments(uri: str | None = None) -> list[dict[str, str]]:
+    """RouteLab experiments (``routelab/<dataset>``) at the tracking URI: ``[{"experiment_id", "name"}]``."""
+    return [
+        {"experiment_id": e.experiment_id, "name": e.name}
+        for e in _client(uri).search_experiments()
+        if e.name.startswith("routelab/")
+    ]
+
+
+def list_evaluations(experiment_id: str, *, max_results: int = 200, uri: str | None = None) -> list[dict[str, Any]]:
+    """The evaluation (parent) runs of an experiment, newest first: ids, key params and reference metrics."""
+    import datetime as dt
+
+    runs = _client(uri).search_runs(
+        [experiment_id],
+        filter_string="tags.`routelab.kind` = 'evaluation'",
+        max_results=max_results,
+        order_by=["attributes.start_time DESC"],
+    )
+    rows = []
+    for r in runs:
+        p, m = r.data.params, r.data.metrics
+        started = dt.datetime.fromtimestamp(r.info.start_time / 1000, tz=dt.UTC)
+        rows.append(
+            {
+                "run_id": r.info.run_id,
+                "run_name": r.info.run_name or "",
+                "started": started.strftime("%Y-%m-%d %H:%M:%S"),
+                "status": r.info.status,
+                "routers": p.get("routers", ""),
+                "source": p.get("source", ""),
+                "n_test": m.get("n_test"),
+                "best_single_quality": m.get("best_single_quality"),
+                "oracle_quality": m.get("oracle_quality"),
+                "margin": p.get("margin", ""),
+                "split.seed": p.get("split.seed", ""),
+                "cost_estimated": p.get("cost_estimated", ""),
+            }
+        )
+    return rows
+
+
+def router_runs(parent_ids: Sequence[str], *, uri: str | None = None) -> list[dict[str, Any]]:
+    """The per-router child runs of some evaluations: ``param.*`` and metrics side by side, one dict each."""
+    client = _client(uri)
+    rows = []
+    for pid in parent_ids:
+        parent = client.get_run(pid)
+        children = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'"
+        )
+        for r in children:
+            row: dict[str, Any] = {
+                "evaluation": parent.info.run_name or pid[:8],
+                "parent_run_id": pid,
+                "run_id": r.info.run_id,
+                "router": r.data.params.get("label", r.info.run_name),
+            }
+            row.update({f"param.{k}": v for k, v in sorted(r.data.params.items()) if k != "label"})
+            row.update(dict(sorted(r.data.metrics.items())))
+            rows.append(row)
+    return rows
+
+
+def run_params(run_id: str, *, uri: str | None = None) -> dict[str, str]:
+    """The params a run logged (strings, as MLflow keeps them)."""
+    return dict(_client(uri).get_run(run_id).data.params)
+
+
+def run_frontier(run_id: str, *, uri: str | None = None) -> Any:
+    """The frontier table a router run logged (``frontier/frontier.csv``) as a DataFrame; empty if it has none."""
+    import pandas as pd
+
+    try:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path="frontier/frontier.csv", tracking_uri=uri or tracking_uri()
+        )
+    except Exception:  # noqa: BLE001 - a run without that artifact, or an unreachable artifact store
+        return pd.DataFrame()
+    return pd.read_csv(path)

@@ -21,6 +21,8 @@ Writing a router (the whole contract)::
     class MyRouter(Router):
         '''One line on the idea. Source: the paper or project it comes from.'''
 
+        parameter_constraints = {"alpha": real(low=0), "random_state": seed()}  # routers.params
+
         def __init__(self, *, alpha: float = 1.0, random_state: int = 0):
             self.alpha = alpha                  # store hyper-parameters unchanged; no work here
             self.random_state = random_state
@@ -37,16 +39,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
 from evals.exceptions import NotFittedError, SchemaError
 from evals.outcomes import OutcomeTable
+from routers.params import Param, validate_constraints
 from routers.runtime import decide  # the decision rule lives in the exportable runtime
 
-__all__ = ["Policy", "Queries", "Router", "ScorePolicy", "decide"]
+__all__ = ["Policy", "Queries", "Router", "ScorePolicy", "check_operating_point", "decide"]
+
+
+def check_operating_point(lam: float) -> float:
+    """``lam`` as a float, or a ValueError when it is not a finite number >= 0 (the rule :func:`decide` applies).
+
+    For policies that decide without :func:`decide` (a cascade's thresholds), so that every router refuses
+    the same operating points with the same message.
+    """
+    if not np.isfinite(lam) or lam < 0:
+        raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
+    return float(lam)
 
 
 @dataclass(frozen=True)
@@ -332,7 +346,6 @@ def _hull_chain(
         bar[r] = qn_r + 1e-12
 
 
-
 class Router(BaseEstimator):
     """Base class of every routing strategy (see the module docstring for the contract).
 
@@ -342,26 +355,64 @@ class Router(BaseEstimator):
     Class attributes:
         exportable: False for reference lines that cannot be deployed (the oracle).
         uses_outcomes_at_route_time: True for routers that need the recorded answers to decide (replay only).
+        parameter_constraints: Per ``__init__`` parameter, the values it takes (:mod:`routers.params`;
+            after scikit-learn's ``_parameter_constraints``). Checked by :meth:`fit` and by
+            :func:`routers.registry.validate_params`; every registered router declares all its parameters.
     """
 
     exportable: bool = True
     uses_outcomes_at_route_time: bool = False
+    parameter_constraints: ClassVar[dict[str, Param]] = {}
 
     # ------------------------------------------------------------------ fitting
     def fit(self, train: OutcomeTable) -> Router:
-        """Fit on the train part of an OutcomeTable; forgets any earlier fit; returns ``self``."""
+        """Fit on the train part of an OutcomeTable; forgets any earlier fit; returns ``self``.
+
+        All or nothing: when validation or ``_fit`` raises, the router is left unfitted (no attribute ending
+        in ``_`` remains), so later use raises :class:`NotFittedError` rather than failing half-way.
+
+        Raises:
+            TypeError: ``train`` is not an OutcomeTable.
+            routers.params.InvalidParameterError: a parameter outside its declared constraint.
+        """
         if not isinstance(train, OutcomeTable):
             raise TypeError(f"{type(self).__name__}.fit expects an OutcomeTable, got {type(train).__name__}")
-        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
-            delattr(self, attr)
-        self.models_ = train.models
+        self._forget_fit()
+        self._validate_params()
+        models = train.models
         # The default cost prediction: each model's mean cost per request on the train part.
-        self.cost_per_model_ = np.asarray(train.cost.mean(axis=0), dtype=float)
-        self._fit(train)
+        cost_per_model = np.asarray(train.cost.mean(axis=0), dtype=float)
+        # ``_fit`` reads both, so they are set first; a failure below removes them and anything ``_fit`` set.
+        self.models_, self.cost_per_model_ = models, cost_per_model
+        try:
+            self._fit(train)
+        except BaseException:
+            self._forget_fit()
+            raise
         return self
 
+    def _forget_fit(self) -> None:
+        """Remove every fitted attribute (the names ending in ``_``)."""
+        for attr in [a for a in vars(self) if a.endswith("_") and not a.startswith("__")]:
+            delattr(self, attr)
+
+    def _validate_params(self) -> None:
+        """Check the parameters against :attr:`parameter_constraints` (replaces scikit-learn's own format).
+
+        Raises:
+            routers.params.InvalidParameterError: ``"router 'knn': parameter 'k' must be an int >= 1, got -5"``.
+        """
+        from routers.registry import name_of
+
+        validate_constraints(
+            f"router {name_of(type(self))!r}", self.parameter_constraints, self.get_params(deep=False)
+        )
+
     def _fit(self, train: OutcomeTable) -> None:
-        """Learn from ``train`` (``models_`` and ``cost_per_model_`` are already set). Default: nothing."""
+        """Learn from ``train`` (``models_`` and ``cost_per_model_`` are already set). Default: nothing.
+
+        Raising here is safe: :meth:`fit` then removes every fitted attribute.
+        """
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "models_"):

@@ -3,10 +3,18 @@
     >>> from routers.checks import check_router
     >>> check_router(MyRouter)            # raises AssertionError naming the failed check and the router
 
-The test suite runs it over every entry of :data:`routers.router_registry`
-(``tests/routers/test_conformance.py``), so registering a router is enough to have it checked. A router class
-may declare ``_test_params = {...}`` (e.g. a tiny encoder) used when the check builds it from its class; the
-check still fits and routes for real.
+The test suite runs it over every entry of :data:`routers.router_registry`, one test per (router, check) pair
+like scikit-learn's ``parametrize_with_checks`` (``tests/routers/test_conformance.py``, ids such as
+``knn-cost_monotone``), so registering a router is enough to have it checked. A router class may declare:
+
+- ``_test_params = {...}`` (e.g. a tiny encoder) used when the check builds it from its class; the check still
+  fits and routes for real;
+- ``_expected_failed_checks = {"check_name": "why it cannot pass"}``: checks that this router is known to fail
+  (a reference line that cannot route a new prompt, say). They are reported as expected failures (pytest's
+  strict ``xfail``), and a declared failure that starts passing is an error, so the list stays true.
+
+A check that does not apply to a router (an export check for a router without ``export_state``) is reported as
+not applicable, with the reason (:func:`not_applicable`), never silently passed.
 
 Checks (each a function ``check_<name>(router, table)``, listed in :data:`CHECKS`):
 
@@ -15,6 +23,8 @@ Checks (each a function ``check_<name>(router, table)``, listed in :data:`CHECKS
 - ``params_json``: ``get_params()`` is JSON-serialisable.
 - ``clone``: ``sklearn.base.clone`` gives equal parameters.
 - ``spec_round_trip``: ``make_router(router.spec())`` has the same parameters.
+- ``parameter_constraints``: ``parameter_constraints`` declares exactly the ``__init__`` parameters, and the
+  defaults and ``_test_params`` satisfy it.
 - ``unfitted``: routing / replaying before ``fit`` raises ``NotFittedError`` naming the class.
 - ``fit_returns_self``: ``fit`` returns the router, changes no parameter and does not mutate the table.
 - ``valid_decisions``: every decision is one of the fitted models, at every operating point.
@@ -23,6 +33,12 @@ Checks (each a function ``check_<name>(router, table)``, listed in :data:`CHECKS
 - ``same_seed_same_decisions``: two fits with the same parameters (same ``random_state``) decide alike.
 - ``export_parity``: for routers with ``export_state``, the runtime rebuilt from it decides identically;
   for an adaptive state also while both are fed the same feedback, one sample at a time.
+- ``routes_new_prompts``: a fitted router routes prompts it has never seen (with and without a category)
+  through ``route()`` to fitted models.
+- ``params_validated_in_fit``: ``fit`` refuses a value outside the declared constraints with an error naming
+  the parameter, and leaves the router unfitted.
+- ``failed_fit_leaves_unfitted``: when ``_fit`` raises, whether first or after setting state, on a fresh or an
+  already fitted router, no fitted attribute (``*_``) remains and use raises ``NotFittedError``.
 """
 
 from __future__ import annotations
@@ -37,8 +53,16 @@ import pandas as pd
 from evals.exceptions import NotFittedError
 from evals.outcomes import OutcomeTable
 from routers.base import Queries, Router, ScorePolicy
+from routers.params import InvalidParameterError
 
-__all__ = ["CHECKS", "check_router", "check_table", "router_for_check"]
+__all__ = [
+    "CHECKS",
+    "check_router",
+    "check_table",
+    "expected_failures",
+    "not_applicable",
+    "router_for_check",
+]
 
 _TOL = 1e-12
 
@@ -47,7 +71,8 @@ def check_table() -> OutcomeTable:
     """A 3-model x 36-sample table where the right routing is plain from the prompt text and category.
 
     ``cheap`` answers the easy prompts, ``mid`` easy and medium, ``big`` everything; costs are
-    tokens x prices (longer answers cost more), so cost-aware routers have something to learn.
+    tokens x prices (longer answers cost more), so cost-aware routers have something to learn; each answer's
+    text is confident when right and hedging when wrong, so a cascade has something to read.
     """
     topics = ["sums", "colours", "capitals", "animals", "fruit", "planets"]
     words = {
@@ -78,6 +103,8 @@ def check_table() -> OutcomeTable:
                         cost_usd=tin * p_in + tout * p_out,
                         input_tokens=tin,
                         output_tokens=tout,
+                        # Recorded answers, so that routers reading them (the cascade) are checked for real.
+                        response="The answer is (A)." if right else "Maybe (B), or (C); I am not sure.",
                     )
                 )
     return OutcomeTable(pd.DataFrame(rows))
@@ -165,13 +192,9 @@ def check_clone(router: Router, table: OutcomeTable) -> None:
 
 
 def check_spec_round_trip(router: Router, table: OutcomeTable) -> None:
-    """``make_router(router.spec())`` rebuilds the same parameters."""
-    from routers.registry import make_router, name_of, router_registry
+    """``make_router(router.spec())`` rebuilds the same parameters (registered routers; see not_applicable)."""
+    from routers.registry import make_router
 
-    if name_of(type(router)) not in router_registry or router_registry.get(name_of(type(router))) is not type(
-        router
-    ):
-        return  # not registered: there is no spec to rebuild from
     spec = json.loads(json.dumps(router.spec()))
     twin = make_router(spec)
     assert type(twin) is type(router), f"make_router(spec) built a {type(twin).__name__}"
@@ -287,9 +310,7 @@ def check_same_seed_same_decisions(router: Router, table: OutcomeTable) -> None:
 
 
 def check_export_parity(router: Router, table: OutcomeTable) -> None:
-    """Routers with ``export_state`` rebuild, through the runtime, into identical decisions."""
-    if not router.exportable or not hasattr(router, "export_state"):
-        return
+    """Routers with ``export_state`` rebuild, through the runtime, into identical decisions (see not_applicable)."""
     from routers import runtime
 
     r = _fresh(router).fit(table)
@@ -325,33 +346,181 @@ def check_export_parity(router: Router, table: OutcomeTable) -> None:
         assert np.array_equal(mine, theirs), f"after feedback the exported runtime decides differently at lam={lam}"
 
 
+def check_routes_new_prompts(router: Router, table: OutcomeTable) -> None:
+    """A fitted router routes prompts it never saw, with or without a category, to fitted models."""
+    r = _fresh(router).fit(table)
+    prompts = ["a brand new question nobody asked before", "easy task 99: add 2 and 3", ""]
+    for cats in (None, ["easy", "unseen-category", ""]):
+        queries = Queries.of(prompts, cats)
+        for lam in _lams(r, table)[[0, -1]]:
+            names = r.route(queries, float(lam))
+            assert len(names) == len(prompts), f"route() gave {len(names)} answers for {len(prompts)} prompts"
+            bad = sorted(set(names) - set(r.models_))
+            assert not bad, f"route() returned unknown model(s) {bad} for new prompts at lam={lam}"
+
+
+def check_parameter_constraints(router: Router, table: OutcomeTable) -> None:
+    """``parameter_constraints`` declares exactly the ``__init__`` parameters; defaults and test values pass."""
+    import inspect
+
+    cls = type(router)
+    declared = set(cls.parameter_constraints)
+    params = set(cls._get_param_names())
+    assert declared == params, (
+        f"parameter_constraints must declare exactly the __init__ parameters: "
+        f"missing {sorted(params - declared)}, not parameters {sorted(declared - params)}"
+    )
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+    for label, values in (("default", defaults), ("checked", router.get_params(deep=False))):
+        for name, value in values.items():
+            problem = cls.parameter_constraints[name].problem(value)
+            assert problem is None, f"the {label} value of {name!r} breaks its own constraint: {problem}"
+
+
+def check_params_validated_in_fit(router: Router, table: OutcomeTable) -> None:
+    """``fit`` refuses a value outside the declared constraints, naming it, and leaves the router unfitted."""
+    params = router.get_params(deep=False)
+    r = _fresh(router).fit(table)  # fitted first: a refused refit must not keep the earlier state either
+    for name, good in params.items():
+        r.set_params(**{name: object()})  # no declared constraint admits an arbitrary object
+        try:
+            r.fit(table)
+        except InvalidParameterError as exc:
+            assert repr(name) in str(exc), f"the error for a bad {name!r} does not name it: {exc}"
+        except Exception as exc:  # noqa: BLE001 - anything else is the finding
+            raise AssertionError(
+                f"fit with {name}=object() raised {type(exc).__name__} ({exc}), expected InvalidParameterError"
+            ) from exc
+        else:
+            raise AssertionError(f"fit accepted {name}=object(): the parameter is not validated")
+        left = sorted(a for a in vars(r) if a.endswith("_") and not a.startswith("__"))
+        assert not left, f"a refused fit left fitted attributes {left}"
+        r.set_params(**{name: good})
+
+
+class _InjectedFailure(RuntimeError):
+    """Raised inside ``_fit`` by :func:`check_failed_fit_leaves_unfitted`."""
+
+
+def check_failed_fit_leaves_unfitted(router: Router, table: OutcomeTable) -> None:
+    """A fit whose ``_fit`` raises leaves no fitted attribute behind, on a fresh or a fitted router."""
+    cls = type(router)
+    failing_now = {"on": False}  # off for the good first fit of a router that is then refitted
+
+    def fail_after(self: Router, train: OutcomeTable) -> None:
+        cls._fit(self, train)  # the real fit sets its state, then something goes wrong
+        if failing_now["on"]:
+            raise _InjectedFailure("injected failure after _fit")
+
+    def fail_first(self: Router, train: OutcomeTable) -> None:
+        if failing_now["on"]:
+            raise _InjectedFailure("injected failure before _fit")
+        cls._fit(self, train)
+
+    for how, fake in (("after setting its state", fail_after), ("at its start", fail_first)):
+        failing = type(cls.__name__, (cls,), {"_fit": fake, "__module__": cls.__module__})
+        for previously_fitted in (False, True):
+            r = failing(**router.get_params(deep=False))
+            failing_now["on"] = False
+            if previously_fitted:
+                r.fit(table)  # a good fit first: a failed refit must not leave the old state either
+            failing_now["on"] = True
+            try:
+                r.fit(table)
+            except _InjectedFailure:
+                pass
+            else:
+                raise AssertionError(f"fit swallowed an exception raised by _fit {how}")
+            left = sorted(a for a in vars(r) if a.endswith("_") and not a.startswith("__"))
+            when = "a fitted router's refit" if previously_fitted else "fit"
+            assert not left, f"{when} failing {how} left fitted attributes {left}"
+            assert not r.is_fitted, f"{when} failing {how} left is_fitted True"
+            try:
+                r.policy(table)
+            except NotFittedError:
+                pass
+            except Exception as exc:  # noqa: BLE001
+                raise AssertionError(
+                    f"after {when} failing {how}, policy() raised {type(exc).__name__} ({exc}), "
+                    "expected NotFittedError"
+                ) from exc
+            else:
+                raise AssertionError(f"after {when} failing {how}, policy() did not raise NotFittedError")
+
+
 CHECKS: dict[str, Callable[[Router, OutcomeTable], None]] = {
     "default_constructible": check_default_constructible,
     "no_attributes_set_in_init": check_no_attributes_set_in_init,
     "params_json": check_params_json,
     "clone": check_clone,
     "spec_round_trip": check_spec_round_trip,
+    "parameter_constraints": check_parameter_constraints,
     "unfitted": check_unfitted,
     "fit_returns_self": check_fit_returns_self,
     "valid_decisions": check_valid_decisions,
     "cost_monotone": check_cost_monotone,
     "same_seed_same_decisions": check_same_seed_same_decisions,
     "export_parity": check_export_parity,
+    "routes_new_prompts": check_routes_new_prompts,
+    "params_validated_in_fit": check_params_validated_in_fit,
+    "failed_fit_leaves_unfitted": check_failed_fit_leaves_unfitted,
 }
 
 
+def not_applicable(router_or_cls: Router | type, check: str) -> str | None:
+    """Why ``check`` does not apply to this router (None when it does).
+
+    Not applicable is not a pass: the test suite reports it as a skip with this reason.
+    """
+    from routers.registry import name_of, router_registry
+
+    cls = router_or_cls if isinstance(router_or_cls, type) else type(router_or_cls)
+    name = name_of(cls)
+    if check == "spec_round_trip" and (name not in router_registry or router_registry.get(name) is not cls):
+        return "not registered: there is no spec to rebuild it from"
+    if check == "export_parity" and not (cls.exportable and hasattr(cls, "export_state")):
+        return "not exportable (no export_state)" if hasattr(cls, "export_state") else "has no export_state"
+    if check == "params_validated_in_fit" and not cls._get_param_names():
+        return "takes no parameters"
+    return None
+
+
+def expected_failures(router_or_cls: Router | type) -> dict[str, str]:
+    """The checks this router declares it fails (``_expected_failed_checks``: check name -> reason)."""
+    cls = router_or_cls if isinstance(router_or_cls, type) else type(router_or_cls)
+    declared = dict(getattr(cls, "_expected_failed_checks", {}) or {})
+    unknown = sorted(set(declared) - set(CHECKS))
+    if unknown:
+        raise ValueError(f"{cls.__name__}._expected_failed_checks names unknown check(s) {unknown}")
+    return declared
+
+
 def check_router(
-    router_or_cls: Router | type, table: OutcomeTable | None = None, *, checks: list[str] | None = None
+    router_or_cls: Router | type,
+    table: OutcomeTable | None = None,
+    *,
+    checks: list[str] | None = None,
+    allow_expected_failures: bool = True,
 ) -> list[str]:
-    """Run the conformance checks on a router class or instance; returns the names of the checks run.
+    """Run the conformance checks on a router class or instance; returns the names of the checks that passed.
+
+    Checks that do not apply (:func:`not_applicable`) are not run; checks the router declares it fails
+    (:func:`expected_failures`) are run and must fail.
 
     Args:
         router_or_cls: A Router subclass (built with its ``_test_params``) or an unfitted instance (cloned).
         table: The table to fit and replay on; default :func:`check_table`.
         checks: Names of the checks to run (default: all of :data:`CHECKS`).
+        allow_expected_failures: False runs declared expected failures like any check (the test suite does,
+            under a strict ``xfail``).
 
     Raises:
-        AssertionError: ``"<check> failed for <router>: <what went wrong>"`` at the first failing check.
+        AssertionError: ``"<check> failed for <router>: <what went wrong>"`` at the first failing check, or
+            ``"<check> passed for <router> but is declared an expected failure"``.
     """
     if isinstance(router_or_cls, type) and not issubclass(router_or_cls, Router):
         raise TypeError(f"check_router needs a Router subclass or instance, got {router_or_cls!r}")
@@ -360,17 +529,31 @@ def check_router(
     unknown = sorted(set(names) - set(CHECKS))
     if unknown:
         raise ValueError(f"unknown check(s) {unknown}; known: {', '.join(CHECKS)}")
+    expected = expected_failures(router_or_cls) if allow_expected_failures else {}
     try:
         router = router_for_check(router_or_cls)
     except Exception as exc:  # noqa: BLE001
         raise AssertionError(f"building failed for {router_or_cls!r}: {exc!r}") from exc
+    passed = []
     for name in names:
+        if not_applicable(router, name) is not None:
+            continue
         try:
             CHECKS[name](router, table)
         except AssertionError as exc:
+            if name in expected:
+                continue
             raise AssertionError(f"{name} failed for {_name(router)}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - an unexpected error is a failure of that check too
+            if name in expected:
+                continue
             raise AssertionError(
                 f"{name} failed for {_name(router)}: raised {type(exc).__name__}: {exc}"
             ) from exc
-    return names
+        if name in expected:
+            raise AssertionError(
+                f"{name} passed for {_name(router)} but is declared an expected failure "
+                f"({expected[name]}); remove it from _expected_failed_checks"
+            )
+        passed.append(name)
+    return passed

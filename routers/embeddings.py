@@ -57,7 +57,10 @@ __all__ = [
     "encoder_registry",
     "get_encoder",
     "l2_normalize",
+    "progress_listener",
     "register_encoder",
+    "report_progress",
+    "shared_vectors",
     "text_key",
 ]
 
@@ -316,6 +319,69 @@ def disk_cache_disabled() -> Iterator[None]:
         _disk_cache_off.value = previous
 
 
+_progress_off_terminal = threading.local()
+
+
+@contextlib.contextmanager
+def progress_listener(callback: Callable[[str, int, int], None]) -> Iterator[None]:
+    """Within this block (in this thread), long steps call ``callback(step, done, total)`` as they go.
+
+    Steps: ``"embedding with <encoder>"`` (texts encoded, cache hits excluded) and ``"distilling <encoder>"``
+    (vocabulary tokens, :mod:`routers.encoders.static`). For progress shown outside a terminal (the app's
+    progress bar); the tqdm bars are unchanged. An exception raised by the callback (a stop request) ends the
+    step; the chunks already encoded stay in the disk cache.
+    """
+    previous = getattr(_progress_off_terminal, "value", None)
+    _progress_off_terminal.value = callback
+    try:
+        yield
+    finally:
+        _progress_off_terminal.value = previous
+
+
+def report_progress(step: str, done: int, total: int) -> None:
+    """Tell the :func:`progress_listener` of this thread, if any, that ``done`` of ``total`` are finished."""
+    callback = getattr(_progress_off_terminal, "value", None)
+    if callback is not None:
+        callback(step, done, total)
+
+
+_shared = threading.local()
+
+
+@contextlib.contextmanager
+def shared_vectors() -> Iterator[None]:
+    """Within this block (in this thread), vectors of encoders without a disk cache are kept and reused.
+
+    For a run of several routers on the same prompts (the app's comparison): each prompt is embedded once per
+    encoder, not once per router. Encoders with a disk cache share their vectors through it anyway. The
+    vectors are dropped when the outermost block ends.
+    """
+    if getattr(_shared, "value", None) is not None:  # nested: the outer block's store serves
+        yield
+        return
+    _shared.value = {}
+    try:
+        yield
+    finally:
+        _shared.value = None
+
+
+def _embed_shared(
+    store: dict[bytes, np.ndarray], enc: Encoder, texts: list[str], size: int, progress: bool | None
+) -> np.ndarray:
+    """:func:`_encode_batched` of the texts not in ``store`` yet; then every text's vector from it."""
+    keys = [text_key(t) for t in texts]
+    missing: dict[bytes, str] = {}
+    for k, t in zip(keys, texts, strict=True):
+        if k not in store and k not in missing:
+            missing[k] = t
+    if missing:
+        vectors = _encode_batched(enc, list(missing.values()), size, bool(progress), report=True)
+        store.update(zip(missing, vectors, strict=True))
+    return np.stack([store[k] for k in keys]).astype(np.float32, copy=False)
+
+
 def clear_memory_cache() -> None:
     """Forget the vectors read from disk in this process (the files stay); the next call re-reads them."""
     with _caches_lock:
@@ -366,7 +432,10 @@ def embed(
     if not enc.disk_cache or getattr(_disk_cache_off, "value", False):
         # A fast encoder takes bigger batches, and shows progress only when asked.
         size = batch_size if enc.disk_cache else max(batch_size, 1024)
-        return _encode_batched(enc, texts, size, bool(progress))
+        store = getattr(_shared, "value", None)
+        if store is not None and not enc.disk_cache:
+            return _embed_shared(store.setdefault(enc.name, {}), enc, texts, size, progress)
+        return _encode_batched(enc, texts, size, bool(progress), report=True)
 
     keys = [text_key(t) for t in texts]
     cache = _cache_for(enc)
@@ -399,6 +468,8 @@ def _encode_misses(
 
         bar = tqdm(total=len(order), desc=f"embedding with {enc.name}", unit="text")
     fresh: dict[bytes, np.ndarray] = {}
+    step = f"embedding with {enc.name}"
+    report_progress(step, 0, len(order))
     try:
         for start in range(0, len(order), WRITE_EVERY):
             chunk = order[start : start + WRITE_EVERY]
@@ -414,14 +485,20 @@ def _encode_misses(
                 fresh.update(zip(chunk, vectors, strict=True))
             if bar is not None:
                 bar.update(min(WRITE_EVERY, len(order) - start))
+            report_progress(step, min(start + WRITE_EVERY, len(order)), len(order))
     finally:
         if bar is not None:
             bar.close()
     return fresh
 
 
-def _encode_batched(enc: Encoder, texts: list[str], batch_size: int, progress: bool | None) -> np.ndarray:
-    """Encode texts in batches (no cache), checking the encoder's output shape; rows L2-normalised."""
+def _encode_batched(
+    enc: Encoder, texts: list[str], batch_size: int, progress: bool | None, *, report: bool = False
+) -> np.ndarray:
+    """Encode texts in batches (no cache), checking the encoder's output shape; rows L2-normalised.
+
+    ``report``: also tell the thread's :func:`progress_listener` after each batch.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     show = len(texts) > PROGRESS_THRESHOLD if progress is None else progress
@@ -431,6 +508,8 @@ def _encode_batched(enc: Encoder, texts: list[str], batch_size: int, progress: b
 
         starts = tqdm(starts, desc=f"embedding with {enc.name}", unit="batch")
     parts = [np.zeros((0, enc.dim), dtype=np.float32)]
+    if report:
+        report_progress(f"embedding with {enc.name}", 0, len(texts))
     for s in starts:
         batch = texts[s : s + batch_size]
         out = np.asarray(enc.encode(batch), dtype=np.float32)
@@ -440,4 +519,6 @@ def _encode_batched(enc: Encoder, texts: list[str], batch_size: int, progress: b
                 f" (expected ({len(batch)}, {enc.dim}))"
             )
         parts.append(out if enc.normalised else l2_normalize(out))
+        if report:
+            report_progress(f"embedding with {enc.name}", min(s + batch_size, len(texts)), len(texts))
     return np.concatenate(parts)

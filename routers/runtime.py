@@ -1,5 +1,12 @@
 """The inference math of every exportable router: numpy and the standard library only.
 
+Why this is one file of more than 600 lines: it is copied byte for byte into every export folder and run there
+on its own (without RouteLab, so it cannot import sibling modules), and its sha256 is what RouteLab trusts
+(:mod:`routers.export.released_runtimes`). Its sections, in order: the decision rule (:func:`decide`, the one
+rule every router and export uses), features, the static encoder, heads, adaptive state, the loaded router,
+the kind table (:data:`KINDS`: kind -> quality head, arrays, choice), and loading a folder without RouteLab
+(:func:`load_folder`).
+
 This one file is what an exported router folder runs, copied verbatim, and it is also what the workbench's
 strategies call in their ``predict_quality`` / ``predict_cost``: so an exported router makes exactly the
 decisions that were measured. Fitting lives in ``routers/strategies/``; here is only the arithmetic that turns
@@ -9,7 +16,9 @@ A state is ``(meta, arrays)``: ``meta`` a JSON-able dict (``kind``, ``models``, 
 a ``dict[str, np.ndarray]`` (saved as ``.npz``; no pickle). :func:`load_state` turns it into a
 :class:`LoadedRouter` with ``predict_quality``, ``predict_cost`` and ``route``.
 
-Kinds (``meta["kind"]``) and their heads:
+Kinds (``meta["kind"]``) and their heads: the table :data:`KINDS` maps each kind to its quality head, the
+arrays it reads (checked by :func:`check_state_arrays` before they are loaded) and, for the kinds that do not
+decide by the one rule :func:`decide`, their own choice:
 
 ==============  ========================================================================================
 kind            quality head
@@ -18,7 +27,7 @@ single          constant: one model answers everything (the knob does not move i
 random-mix      constant; the strong model is called with probability ``lam / (lam + lam_break_even)``
 category        :func:`category_table_head`: per-category table of per-model quality
 rules           :func:`rules_head`: first matching rule -> a segment table row, or a pinned model
-linear          :func:`linear_head`: per-model logistic regression on features
+linear          :func:`linear_head`: per-model logistic regression on features (also ``cost-aware``)
 knn             :func:`knn_head`: similarity-weighted quality of the k nearest train prompts
 mf              :func:`mf_head`: sigmoid(<W x, v_m> + b_m) (matrix factorisation)
 blend           weighted mean of the quality of several sub-states (``meta["parts"]``)
@@ -47,6 +56,7 @@ import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +64,8 @@ import numpy as np
 
 __all__ = [
     "FeedbackState",
+    "KINDS",
+    "Kind",
     "LoadedRouter",
     "STATIC_TOKENIZER_FILE",
     "STATIC_VECTORS_FILE",
@@ -62,6 +74,7 @@ __all__ = [
     "category_one_hot",
     "category_table_head",
     "check_feedback",
+    "check_state_arrays",
     "decide",
     "decide_rows",
     "evidence_from_dict",
@@ -94,31 +107,46 @@ STATE_FORMAT = 1
 EmbedFn = Callable[[Sequence[str], str], np.ndarray]
 
 
-# ---------------------------------------------------------------------------------------------- decision
-def decide(quality_hat: np.ndarray, cost_hat: np.ndarray, lam: float) -> np.ndarray:
-    """The base decision rule: per row, ``argmax lam * quality_hat - cost_hat``, ties to the cheaper model.
+# ---------------------------------------------------------------------------------------------- decision rule
+def decide(quality_hat: np.ndarray, cost_hat: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
+    """THE decision rule of every router and export: per row, ``argmax lam * quality_hat - cost_hat``.
+
+    Ties (utilities within a relative 1e-12, so float noise never flips one) go to the cheapest model, then
+    among equally cheap ones to the better one (what ``lam`` slightly above 0 would pick), then to the first.
 
     Args:
         quality_hat: Predicted quality, shape (n, m).
-        cost_hat: Predicted cost in dollars, shape (n, m).
-        lam: Operating point (>= 0): dollars per request one pays for +1.0 of expected quality.
+        cost_hat: Predicted cost in dollars, shape (n, m), or (m,) for a cost per model shared by every row.
+        lam: Operating point (>= 0): dollars per request one pays for +1.0 of expected quality; or one per
+            row, shape (n,) (the adaptive replay decides every operating point at once).
 
     Returns:
         Column indices, shape (n,).
+
+    Raises:
+        ValueError: for an operating point that is negative or not finite.
     """
-    if not np.isfinite(lam) or lam < 0:
-        raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
-    utility = lam * quality_hat - cost_hat
+    if np.ndim(lam) == 0:  # one operating point (every request of the proxy): no array round trip
+        if not np.isfinite(lam) or lam < 0:
+            raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
+        lam_col: Any = lam
+    else:
+        lam_arr = np.asarray(lam, dtype=float)
+        if (~np.isfinite(lam_arr)).any() or (lam_arr < 0).any():
+            raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
+        lam_col = lam_arr.reshape(-1, 1)
+    utility = lam_col * quality_hat - cost_hat
     best = utility.max(axis=1, keepdims=True)
-    # Relative tolerance so that float noise never flips a tie; among ties the cheapest wins.
-    tol = 1e-12 * (np.abs(best) + lam + 1.0)
-    tied = utility >= best - tol
-    # Among ties: the cheapest, then the better one (what lam slightly above 0 would pick), then the first.
+    tied = utility >= best - 1e-12 * (np.abs(best) + lam_col + 1.0)
     tied_cost = np.where(tied, cost_hat, np.inf)
     cheapest = tied & (
         tied_cost <= tied_cost.min(axis=1, keepdims=True) + 1e-12 * (np.abs(cost_hat).max() + 1.0)
     )
     return np.where(cheapest, -quality_hat, np.inf).argmin(axis=1)
+
+
+#: The adaptive router's name for :func:`decide` (the same rule; kept so earlier imports keep working).
+decide_rows = decide
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
@@ -477,76 +505,6 @@ def load_static_encoder(
     return StaticEmbedder(vectors, tok, name=name, fallback=fallback)
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_folder(
-    folder: str | os.PathLike[str], *, embed_fn: EmbedFn | None = None
-) -> tuple[LoadedRouter, float]:
-    """Load an export folder with this module alone: numpy, plus ``tokenizers`` for a bundled static encoder.
-
-    For where RouteLab is not installed (with it, use ``routers.export.load_exported``, which also checks that
-    ``runtime.py`` is RouteLab's own). The sha256 that ``router.json`` records for each file must match: this
-    detects damage, not tampering (whoever can edit the folder can edit ``router.json``), so review the
-    folder's ``runtime.py`` before running it.
-
-    Args:
-        folder: The export folder.
-        embed_fn: Embeddings for an encoder the folder does not bundle (e.g. sentence-transformers ``minilm``).
-
-    Returns:
-        ``(router, lam)``: the loaded router and the operating point it was exported at, so that
-        ``router.route(prompts, lam)`` decides as the export does.
-
-    Raises:
-        ValueError: for a missing, changed or malformed file (the message names it).
-    """
-    root = Path(folder)
-    mpath = root / "router.json"
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{mpath} is missing: {root} is not a RouteLab export folder") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{mpath} is not valid JSON ({exc})") from None
-    files = manifest.get("files") or {}
-    bundled = manifest.get("bundled_encoder") or {}
-    needed = ["arrays.npz"] + ([bundled.get("vectors"), bundled.get("tokenizer")] if bundled else [])
-    for name in needed:
-        if name not in files:
-            raise ValueError(f"{mpath} records no sha256 for {name!r}; re-export the router")
-    for name, recorded in files.items():
-        if not isinstance(name, str) or name != Path(name).name or name.startswith("."):
-            raise ValueError(f"{mpath} lists {name!r}, which is not a plain file name of the folder")
-        path = root / name
-        if not path.is_file():
-            raise ValueError(f"{path} is missing; re-export the router")
-        if sha256_file(path) != recorded:
-            raise ValueError(f"{path} does not match the sha256 recorded in router.json; refusing to load it")
-    try:
-        with np.load(root / "arrays.npz", allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise ValueError(f"{root / 'arrays.npz'} is not a readable .npz without pickles ({exc})") from None
-    if bundled:
-        if bundled.get("kind") != "static":
-            raise ValueError(f"{mpath}: bundled encoder kind {bundled.get('kind')!r} is not supported")
-        embed_fn = load_static_encoder(
-            root / bundled["vectors"],
-            root / bundled["tokenizer"],
-            max_tokens=int(bundled["max_tokens"]),
-            name=str(bundled["name"]),
-            fallback=embed_fn,
-        )
-    return load_state(manifest["state"], arrays, embed_fn), float(manifest["operating_point"]["lam"])
-
-
 # ---------------------------------------------------------------------------------------------- heads
 def linear_head(x: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Per-model logistic regression: ``sigmoid(x @ weights.T + bias)``: (n, d) x (m, d) -> (n, m)."""
@@ -709,40 +667,17 @@ def apply_feedback(
     evidence[row, model, 1] += 1.0 - score
 
 
-def decide_rows(q: np.ndarray, cost: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
-    """Argmax of ``lam * q - cost`` per row with ties to the cheaper model; ``lam`` scalar or one per row.
-
-    Args:
-        q: Quality per (row, model), shape (n, m).
-        cost: Cost per model, shape (m,); among equal costs the lower index wins a tie.
-        lam: The operating point, or one per row (shape (n,); the replay decides every point at once).
-
-    Raises:
-        ValueError: for an operating point that is negative or not finite.
-    """
-    lam_arr = np.asarray(lam, dtype=float)
-    if (~np.isfinite(lam_arr)).any() or (lam_arr < 0).any():
-        raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
-    lam_col = lam_arr.reshape(-1, 1) if lam_arr.ndim else lam_arr
-    utility = lam_col * q - cost
-    best = utility.max(axis=1, keepdims=True)
-    tied = utility >= best - 1e-12 * (np.abs(best) + lam_col + 1.0)
-    # Among ties the cheapest; models are ranked by cost once (stable: the lower index among equal costs).
-    rank = np.argsort(np.argsort(cost, kind="stable"), kind="stable")
-    return np.where(tied, rank, len(cost)).argmin(axis=1)
-
-
 def explore_choice(
     posterior: np.ndarray, prior: np.ndarray, cost: np.ndarray, lam: float, u: np.ndarray, explore: float
 ) -> np.ndarray:
-    """The adaptive decision: :func:`decide_rows` on ``posterior``; where ``u < explore``, on ``prior``.
+    """The adaptive decision: :func:`decide` on ``posterior``; where ``u < explore``, on ``prior``.
 
     ``u`` is one uniform draw per request (:func:`unit_hash` of its prompt), so a request explores (goes to
     the model the prior would pick, re-trying a model the posterior has backed off from) or not as a pure
     function of its text: the same in the workbench, its replay and an export.
     """
-    choice = decide_rows(posterior, cost, lam)
-    prior_pick = decide_rows(prior, cost, lam)
+    choice = decide(posterior, cost, lam)
+    prior_pick = decide(prior, cost, lam)
     return np.where(u < explore, prior_pick, choice)
 
 
@@ -933,8 +868,8 @@ class LoadedRouter:
             raise ValueError(
                 f"router state format {meta.get('format')} is not supported (expected {STATE_FORMAT})"
             )
-        if meta.get("kind") not in _KINDS:
-            raise ValueError(f"unknown router state kind {meta.get('kind')!r}; known: {sorted(_KINDS)}")
+        if meta.get("kind") not in KINDS:
+            raise ValueError(f"unknown router state kind {meta.get('kind')!r}; known: {sorted(KINDS)}")
         self.meta = meta
         self.arrays = arrays
         self.kind: str = meta["kind"]
@@ -996,43 +931,12 @@ class LoadedRouter:
     def predict_quality(
         self, prompts: Sequence[str], categories: Sequence[str] | None = None, *, x: np.ndarray | None = None
     ) -> np.ndarray:
-        """Predicted quality per (prompt, model), shape (n, m)."""
+        """Predicted quality per (prompt, model), shape (n, m): the quality head of its kind (:data:`KINDS`)."""
         prompts = _as_list(prompts)
-        a, n = self.arrays, len(prompts)
-        kind = self.kind
-        if kind in ("single", "random-mix"):
-            return np.broadcast_to(a["quality_prior"], (n, len(self.models))).astype(float)
-        if kind == "adaptive":
-            live = self._adaptive()
-            return live.posterior(live.rows(categories, n))
-        if kind == "category":
-            rows = category_index(categories, self.meta["categories"], n)
-            return category_table_head(rows, a["quality_table"])
-        if kind == "rules":
-            matched = match_rules(prompts, categories, self.meta["rules"])
-            return rules_head(matched, a["segment_of_rule"], a["segment_quality"])
-        if kind == "blend":
-            w = np.asarray(self.meta["weights"], dtype=float)
-            feats: dict[tuple[str, bool], np.ndarray] = {}
-            total = np.zeros((n, len(self.models)))
-            for wi, part in zip(w, self._parts, strict=True):
-                key = (part.meta.get("encoder", ""), bool(part.meta.get("use_category")))
-                if part.meta.get("encoder") and key not in feats:
-                    feats[key] = part.features(prompts, categories)
-                total += wi * part.predict_quality(prompts, categories, x=feats.get(key))
-            return total / w.sum()
-        if x is None:
+        kind = KINDS[self.kind]
+        if kind.reads_features and x is None:
             x = self.features(prompts, categories)
-        if kind in ("linear", "cost-aware"):
-            return linear_head(x, a["weights"], a["bias"])
-        if kind == "knn":
-            m = self.meta
-            return knn_head(
-                x, a["train_x"], a["train_quality"], m["k"], a["prior"], m["prior_weight"], m["temperature"]
-            )
-        if kind == "mf":
-            return mf_head(x, a["projection"], a["model_vectors"], a["bias"])
-        raise ValueError(f"no quality head for kind {kind!r}")  # pragma: no cover - guarded in __init__
+        return kind.quality(self, prompts, categories, x)
 
     def predict_cost(
         self, prompts: Sequence[str], categories: Sequence[str] | None = None, *, x: np.ndarray | None = None
@@ -1054,32 +958,25 @@ class LoadedRouter:
     def route_indices(
         self, prompts: Sequence[str], lam: float, categories: Sequence[str] | None = None
     ) -> np.ndarray:
-        """Index into ``models`` of the chosen model per prompt at operating point ``lam``."""
+        """Index into ``models`` of the chosen model per prompt at operating point ``lam``.
+
+        :func:`decide` on the predicted quality and cost, unless the kind decides otherwise (``choose`` in
+        :data:`KINDS`: a single model, a random mix, the adaptive posterior, pinned rules).
+        """
         prompts = _as_list(prompts)
         if not np.isfinite(lam) or lam < 0:
             raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
-        n = len(prompts)
-        if self.kind == "single":
-            return np.full(n, int(self.meta["model_index"]), dtype=int)
-        if self.kind == "random-mix":
-            u = unit_hash(prompts, int(self.meta["seed"]))
-            return random_mix_choice(
-                u, lam, float(self.meta["break_even"]), int(self.meta["weak"]), int(self.meta["strong"])
-            )
-        if self.kind == "adaptive":
-            return self._adaptive().choose(prompts, categories, lam)
-        x = None
-        if self.meta.get("encoder") and self.kind != "blend" and (self.kind != "category"):
-            x = self.features(prompts, categories)  # computed once for both heads
-        choice = decide(
+        kind = KINDS[self.kind]
+        if kind.choose is not None:
+            return kind.choose(self, prompts, categories, lam)
+        return self.decide(prompts, categories, lam)
+
+    def decide(self, prompts: list[str], categories: Sequence[str] | None, lam: float) -> np.ndarray:
+        """:func:`decide` on this router's predicted quality and cost (features computed once for both)."""
+        x = self.features(prompts, categories) if KINDS[self.kind].reads_features else None
+        return decide(
             self.predict_quality(prompts, categories, x=x), self.predict_cost(prompts, categories, x=x), lam
         )
-        if self.kind == "rules":
-            pinned = np.asarray(self.arrays["pinned_model"])[
-                match_rules(prompts, categories, self.meta["rules"])
-            ]
-            choice = np.where(pinned >= 0, pinned, choice)
-        return choice
 
     def route(
         self, prompts: Sequence[str] | str, lam: float, categories: Sequence[str] | None = None
@@ -1092,7 +989,191 @@ class LoadedRouter:
         return names[0] if single else names
 
 
-_KINDS = {"single", "random-mix", "category", "rules", "linear", "knn", "mf", "cost-aware", "blend", "adaptive"}
+# ---------------------------------------------------------------------------------------------- kinds
+# The dispatch from ``meta["kind"]`` to its quality head (and, for a few kinds, its own choice rule), with the
+# arrays each kind needs. A quality head is ``(router, prompts, categories, features or None) -> (n, m)``.
+
+
+def _constant_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, x: Any) -> np.ndarray:
+    return np.broadcast_to(r.arrays["quality_prior"], (len(prompts), len(r.models))).astype(float)
+
+
+def _adaptive_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, x: Any) -> np.ndarray:
+    live = r._adaptive()
+    return live.posterior(live.rows(cats, len(prompts)))
+
+
+def _category_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, x: Any) -> np.ndarray:
+    rows = category_index(cats, r.meta["categories"], len(prompts))
+    return category_table_head(rows, r.arrays["quality_table"])
+
+
+def _rules_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, x: Any) -> np.ndarray:
+    matched = match_rules(prompts, cats, r.meta["rules"])
+    return rules_head(matched, r.arrays["segment_of_rule"], r.arrays["segment_quality"])
+
+
+def _blend_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, x: Any) -> np.ndarray:
+    w = np.asarray(r.meta["weights"], dtype=float)
+    feats: dict[tuple[str, bool], np.ndarray] = {}  # parts on the same features compute them once
+    total = np.zeros((len(prompts), len(r.models)))
+    for wi, part in zip(w, r._parts, strict=True):
+        key = (part.meta.get("encoder", ""), bool(part.meta.get("use_category")))
+        if part.meta.get("encoder") and key not in feats:
+            feats[key] = part.features(prompts, cats)
+        total += wi * part.predict_quality(prompts, cats, x=feats.get(key))
+    return total / w.sum()
+
+
+def _linear_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, x: Any) -> np.ndarray:
+    return linear_head(x, r.arrays["weights"], r.arrays["bias"])
+
+
+def _knn_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, x: Any) -> np.ndarray:
+    a, m = r.arrays, r.meta
+    return knn_head(x, a["train_x"], a["train_quality"], m["k"], a["prior"], m["prior_weight"], m["temperature"])
+
+
+def _mf_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, x: Any) -> np.ndarray:
+    return mf_head(x, r.arrays["projection"], r.arrays["model_vectors"], r.arrays["bias"])
+
+
+def _single_choice(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, lam: float) -> np.ndarray:
+    return np.full(len(prompts), int(r.meta["model_index"]), dtype=int)
+
+
+def _random_mix_choice(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, lam: float) -> np.ndarray:
+    u = unit_hash(prompts, int(r.meta["seed"]))
+    return random_mix_choice(u, lam, float(r.meta["break_even"]), int(r.meta["weak"]), int(r.meta["strong"]))
+
+
+def _adaptive_choice(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, lam: float) -> np.ndarray:
+    return r._adaptive().choose(prompts, cats, lam)
+
+
+def _rules_choice(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, lam: float) -> np.ndarray:
+    pinned = np.asarray(r.arrays["pinned_model"])[match_rules(prompts, cats, r.meta["rules"])]
+    return np.where(pinned >= 0, pinned, r.decide(prompts, cats, lam))
+
+
+# Array shapes: ints, or names bound once per state ("m" = number of models, "G" = categories + 1, "d" the
+# feature dimension, ...); a name must take the same value in every array of a state that uses it.
+Shapes = dict[str, tuple[Any, ...]]
+
+
+def _rows(meta: dict[str, Any], key: str) -> int:
+    return len(meta[key]) + 1  # a per-category (or per-rule) table has one more row: unknown (or default)
+
+
+def _feature_dim(meta: dict[str, Any]) -> Any:
+    """``d``: known for ``hash-bow`` encoders, else a name bound by the arrays."""
+    enc = str(meta.get("encoder") or "")
+    if enc != "hash-bow" and not enc.startswith("hash-bow-"):
+        return "d"
+    dim = int(enc.rsplit("-", 1)[1]) if enc != "hash-bow" else 512
+    return dim + (len(meta.get("categories") or []) if meta.get("use_category") else 0)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a kind of state decides: its quality head, its own choice rule (else :func:`decide`), its arrays."""
+
+    quality: Callable[[LoadedRouter, list[str], Sequence[str] | None, Any], np.ndarray]
+    arrays: Callable[[dict[str, Any]], Shapes]
+    """Expected shapes of the quality head's arrays, from the state's meta."""
+    choose: Callable[[LoadedRouter, list[str], Sequence[str] | None, float], np.ndarray] | None = None
+    reads_features: bool = False
+    """Whether the quality head reads the prompt features (computed once for the quality and cost heads)."""
+
+
+#: kind -> how it decides (see the module docstring's table).
+KINDS: dict[str, Kind] = {
+    "single": Kind(_constant_quality, lambda meta: {"quality_prior": ("m",)}, choose=_single_choice),
+    "random-mix": Kind(_constant_quality, lambda meta: {"quality_prior": ("m",)}, choose=_random_mix_choice),
+    "category": Kind(_category_quality, lambda meta: {"quality_table": (_rows(meta, "categories"), "m")}),
+    "rules": Kind(
+        _rules_quality,
+        lambda meta: {
+            "segment_of_rule": (_rows(meta, "rules"),),
+            "segment_quality": ("segments", "m"),
+            "pinned_model": (_rows(meta, "rules"),),
+        },
+        choose=_rules_choice,
+    ),
+    "linear": Kind(
+        _linear_quality, lambda meta: {"weights": ("m", _feature_dim(meta)), "bias": ("m",)}, reads_features=True
+    ),
+    "cost-aware": Kind(
+        _linear_quality, lambda meta: {"weights": ("m", _feature_dim(meta)), "bias": ("m",)}, reads_features=True
+    ),
+    "knn": Kind(
+        _knn_quality,
+        lambda meta: {"train_x": ("N", _feature_dim(meta)), "train_quality": ("N", "m"), "prior": ("m",)},
+        reads_features=True,
+    ),
+    "mf": Kind(
+        _mf_quality,
+        lambda meta: {"projection": ("r", _feature_dim(meta)), "model_vectors": ("m", "r"), "bias": ("m",)},
+        reads_features=True,
+    ),
+    "blend": Kind(_blend_quality, lambda meta: {}),  # its parts' arrays are checked part by part
+    "adaptive": Kind(
+        _adaptive_quality,
+        lambda meta: {
+            "prior_rate": (_rows(meta, "categories"), "m"),
+            "evidence": (_rows(meta, "categories"), "m", 2),
+            "cost_per_model": ("m",),
+        },
+        choose=_adaptive_choice,
+    ),
+}
+
+
+def _cost_shapes(meta: dict[str, Any]) -> Shapes:
+    cost = meta.get("cost", {"kind": "constant"})
+    if cost.get("kind") == "tokens":
+        d = _feature_dim(meta)
+        return {"in_tokens": ("m", 2), "out_weights": ("m", d), "out_bias": ("m",), "prices": ("m", 3)}
+    if cost.get("per_category"):
+        return {"cost_table": (_rows(cost, "categories"), "m")}
+    return {"cost_per_model": ("m",)}
+
+
+def check_state_arrays(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]], *, prefix: str = "") -> None:
+    """Check that a state has every array its kind reads, with the right shape, before any is loaded.
+
+    Args:
+        meta: The state's meta (``router.json`` ``state``).
+        shapes: ``{array name: shape}`` (read from the ``.npy`` headers of ``arrays.npz``, nothing decompressed).
+        prefix: The array-name prefix of a blend's part (``p0.``); used by the recursion.
+
+    Raises:
+        ValueError: naming the first array that is missing or has the wrong shape.
+    """
+    if not isinstance(meta, dict) or meta.get("kind") not in KINDS:
+        raise ValueError(f"unknown router state kind {meta.get('kind') if isinstance(meta, dict) else meta!r}")
+    try:
+        expected = dict(KINDS[meta["kind"]].arrays(meta))
+        if not prefix:  # a blend's parts have no cost head of their own
+            expected.update(_cost_shapes(meta))
+        bound: dict[str, int] = {"m": len(meta["models"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"state {prefix or 'meta'} lacks or has a malformed field ({exc!r})") from None
+    for name, want in expected.items():
+        key = prefix + name
+        got = shapes.get(key)
+        if got is None:
+            raise ValueError(f"array {key!r} is missing (a {meta['kind']!r} state needs it)")
+        ok = len(got) == len(want)
+        for w, g in zip(want, got, strict=False):
+            if isinstance(w, str):
+                w = bound.setdefault(w, g)
+            ok = ok and w == g
+        if not ok:
+            shown = tuple(bound.get(w, w) if isinstance(w, str) else w for w in want)
+            raise ValueError(f"array {key!r} has shape {tuple(got)}, expected {shown}")
+    for i, part in enumerate(meta.get("parts") or []):
+        check_state_arrays(part, shapes, prefix=f"{prefix}p{i}.")
 
 
 def _as_list(prompts: Sequence[str] | str) -> list[str]:
@@ -1114,3 +1195,77 @@ def load_state(
         'gpt-4o-mini'
     """
     return LoadedRouter(meta, {k: np.asarray(v) for k, v in arrays.items()}, embed_fn)
+
+
+# ---------------------------------------------------------------------------------------------- loading a folder
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_folder(
+    folder: str | os.PathLike[str], *, embed_fn: EmbedFn | None = None
+) -> tuple[LoadedRouter, float]:
+    """Load an export folder with this module alone: numpy, plus ``tokenizers`` for a bundled static encoder.
+
+    For where RouteLab is not installed (with it, use ``routers.export.load_exported``, which also checks that
+    ``runtime.py`` is RouteLab's own). The sha256 that ``router.json`` records for each file must match: this
+    detects damage, not tampering (whoever can edit the folder can edit ``router.json``), so review the
+    folder's ``runtime.py`` before running it.
+
+    Args:
+        folder: The export folder.
+        embed_fn: Embeddings for an encoder the folder does not bundle (e.g. sentence-transformers ``minilm``).
+
+    Returns:
+        ``(router, lam)``: the loaded router and the operating point it was exported at, so that
+        ``router.route(prompts, lam)`` decides as the export does.
+
+    Raises:
+        ValueError: for a missing, changed or malformed file (the message names it).
+    """
+    root = Path(folder)
+    mpath = root / "router.json"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{mpath} is missing: {root} is not a RouteLab export folder") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{mpath} is not valid JSON ({exc})") from None
+    files = manifest.get("files") or {}
+    bundled = manifest.get("bundled_encoder") or {}
+    needed = ["arrays.npz"] + ([bundled.get("vectors"), bundled.get("tokenizer")] if bundled else [])
+    for name in needed:
+        if name not in files:
+            raise ValueError(f"{mpath} records no sha256 for {name!r}; re-export the router")
+    for name, recorded in files.items():
+        if not isinstance(name, str) or name != Path(name).name or name.startswith("."):
+            raise ValueError(f"{mpath} lists {name!r}, which is not a plain file name of the folder")
+        path = root / name
+        if not path.is_file():
+            raise ValueError(f"{path} is missing; re-export the router")
+        if sha256_file(path) != recorded:
+            raise ValueError(f"{path} does not match the sha256 recorded in router.json; refusing to load it")
+    if not zipfile.is_zipfile(root / "arrays.npz"):
+        raise ValueError(f"{root / 'arrays.npz'} is not a zip archive (an .npz file)")
+    try:
+        with np.load(root / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise ValueError(f"{root / 'arrays.npz'} is not a readable .npz without pickles ({exc})") from None
+    check_state_arrays(manifest["state"], {k: v.shape for k, v in arrays.items()})
+    if bundled:
+        if bundled.get("kind") != "static":
+            raise ValueError(f"{mpath}: bundled encoder kind {bundled.get('kind')!r} is not supported")
+        embed_fn = load_static_encoder(
+            root / bundled["vectors"],
+            root / bundled["tokenizer"],
+            max_tokens=int(bundled["max_tokens"]),
+            name=str(bundled["name"]),
+            fallback=embed_fn,
+        )
+    return load_state(manifest["state"], arrays, embed_fn), float(manifest["operating_point"]["lam"])

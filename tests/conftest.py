@@ -1,16 +1,17 @@
-"""Shared fixtures: the public-data mirror (read in place) and small hand-made tables."""
+"""Shared fixtures: the public-data mirror (read in place) and the hand-made tables of ``shared_tables``."""
 
 from __future__ import annotations
 
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
 
 # Tests never reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import shared_tables  # noqa: E402  (tests/shared_tables.py: the hand-made tables, in one place)
 
 from evals.outcomes import OutcomeTable  # noqa: E402
 from evals.paths import data_dir  # noqa: E402
@@ -37,21 +38,23 @@ def shared_data():
 
 @pytest.fixture()
 def tiny_table() -> OutcomeTable:
-    """3 models x 6 samples where the right routing decision is obvious.
+    """3 models x 6 samples where the right routing decision is obvious (:func:`shared_tables.tiny_table`).
 
     ``cheap`` is right on the easy samples (e*), ``mid`` on easy and medium (e*, m*), ``big`` on everything.
     """
-    rows = []
-    costs = {"cheap": 0.001, "mid": 0.005, "big": 0.02}
-    samples = [("e1", "easy"), ("e2", "easy"), ("m1", "medium"), ("m2", "medium"), ("h1", "hard"), ("h2", "hard")]
-    for sid, cat in samples:
-        for model, cost in costs.items():
-            right = model == "big" or (model == "mid" and cat != "hard") or (model == "cheap" and cat == "easy")
-            rows.append(
-                dict(sample_id=sid, category=cat, prompt=f"{cat} question {sid}", model=model,
-                     score=float(right), cost_usd=cost)
-            )
-    return OutcomeTable(pd.DataFrame(rows))
+    return shared_tables.tiny_table()
+
+
+@pytest.fixture(scope="session")
+def separable_table() -> OutcomeTable:
+    """:func:`shared_tables.separable_table` (48 samples), built once per test run; do not modify it."""
+    return shared_tables.separable_table()
+
+
+@pytest.fixture(scope="session")
+def small_table() -> OutcomeTable:
+    """:func:`shared_tables.small_table` (60 samples with responses and tokens), built once per test run."""
+    return shared_tables.small_table()
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import services
 from evals.exceptions import WorkbenchError
+from evals.formatting import format_interval
 
 st.title("Compare routers")
 source = services.current_source()
@@ -33,6 +34,16 @@ if table.cost_estimated:
 def _param_widget(router: str, param: str, default: Any, models: tuple[str, ...]) -> Any:
     """One input per constructor parameter, typed from its default value."""
     key = f"cmp_p_{router}_{param}"
+    if param == "encoder" and isinstance(default, str):
+        choices = services.encoder_choices()
+        choices = choices if default in choices else [default, *choices]
+        return st.selectbox(
+            param,
+            choices,
+            index=choices.index(default),
+            key=key,
+            format_func=lambda n: f"{n}: {services.ENCODER_NOTES[n]}" if n in services.ENCODER_NOTES else n,
+        )
     if isinstance(default, bool):
         return st.checkbox(param, default, key=key)
     if isinstance(default, int):
@@ -44,9 +55,7 @@ def _param_widget(router: str, param: str, default: Any, models: tuple[str, ...]
         return None if picked == "(default)" else picked
     if isinstance(default, str):
         return st.text_input(param, default, key=key)
-    text = st.text_input(
-        f"{param} (JSON; empty = default)", "" if default is None else json.dumps(default), key=key
-    )
+    text = st.text_input(f"{param} (JSON; empty = default)", "" if default is None else json.dumps(default), key=key)
     if not text.strip():
         return default
     try:
@@ -63,20 +72,17 @@ chosen = st.multiselect(
     names,
     default=defaults,
     key="cmp_routers",
-    help="Every registered router. The oracle, single models and a random mix are always drawn.",
+    help="Every registered router. The oracle, single models and a random mix are always drawn. Embedding "
+    "routers use the fast `minilm-static` encoder unless you pick another in their parameters.",
 )
 
 with st.expander("Settings: models, samples, split, parity margin", expanded=False):
     models = st.multiselect("Models", list(table.models), default=list(table.models), key="cmp_models")
     c1, c2, c3, c4 = st.columns(4)
-    max_samples = int(
-        c1.number_input("Max samples (0 = all)", 0, table.n_samples, 0, step=500, key="cmp_max")
-    )
+    max_samples = int(c1.number_input("Max samples (0 = all)", 0, table.n_samples, 0, step=500, key="cmp_max"))
     seed = int(c2.number_input("Split seed", 0, 10**6, 0, key="cmp_seed"))
     margin = float(
-        c3.number_input(
-            "Parity margin (quality points)", 0.0, 0.2, 0.005, step=0.001, format="%.3f", key="cmp_margin"
-        )
+        c3.number_input("Parity margin (quality points)", 0.0, 0.2, 0.005, step=0.001, format="%.3f", key="cmp_margin")
     )
     n_resamples = int(c4.number_input("Bootstrap resamples", 100, 5000, 1000, step=100, key="cmp_resamples"))
     log_runs = st.checkbox("Log each run to MLflow (like `routelab eval`)", True, key="cmp_log")
@@ -86,7 +92,7 @@ for name in chosen:
     defaults_p = services.router_defaults(name)
     with st.expander(f"{name}: {services.router_description(name)}", expanded=False):
         params = {p: _param_widget(name, p, v, tuple(models)) for p, v in sorted(defaults_p.items())}
-    specs.append({"name": name, "params": {k: v for k, v in params.items() if v != defaults_p.get(k)}})
+    specs.append(services.make_spec(name, params))
 
 if len(models) < 2:
     st.error("Pick at least two models to route between.")
@@ -99,27 +105,36 @@ settings = services.CompareSettings(
     n_resamples=n_resamples,
 )
 
+
+def _request_stop() -> None:
+    st.session_state["cmp_stopped"] = True
+
+
 # ------------------------------------------------------------------------------------------ run
+if st.session_state.pop("cmp_stopped", False):
+    st.warning(
+        "Stopped. Routers evaluated before the stop and every prompt already embedded are cached: "
+        "the next run continues from there.",
+        icon=":material/stop_circle:",
+    )
 if st.button("Run comparison", type="primary", key="cmp_run", disabled=not specs):
     bar = st.progress(0.0, text="Starting...")
-
-    def _progress(done: int, total: int, label: str) -> None:
-        bar.progress(
-            done / max(total, 1),
-            text=f"{label} ({done}/{total}): fitting on train, sweeping test" if done < total else "Done",
-        )
-
+    # Clicking Stop reruns the page; Streamlit interrupts this run at its next progress update.
+    st.button("Stop", key="cmp_stop", icon=":material/stop:", on_click=_request_stop)
     try:
-        result = services.run_compare(source, specs, settings, progress=_progress)
+        result = services.run_compare(source, specs, settings, progress=bar.progress)
     except WorkbenchError as exc:
+        bar.empty()
         st.error(f"**Comparison failed**: {exc}", icon=":material/error:")
         st.stop()
-    st.session_state["cmp_state"] = {"source": source, "specs": specs, "settings": settings, "run_id": None}
-    if log_runs:
-        try:
-            st.session_state["cmp_state"]["run_id"] = services.log_to_mlflow(result)
-        except WorkbenchError as exc:
-            st.warning(f"Not logged to MLflow: {exc}")
+    bar.empty()
+    st.session_state["cmp_state"] = {
+        "source": source,
+        "specs": specs,
+        "settings": settings,
+        "run_id": None,
+        "log_pending": log_runs,
+    }
 
 state = st.session_state.get("cmp_state")
 if not state or state["source"] != source:
@@ -132,42 +147,79 @@ result = services.run_compare(state["source"], state["specs"], state["settings"]
 points = {r.label: services.point_table(state["source"], r.spec, state["settings"]) for r in result.routers}
 singles = services.single_model_points(state["source"], state["settings"])
 best = result.best_single
+for warning in services.result_warnings(result):
+    st.warning(warning, icon=":material/warning:")
 st.markdown(
     f"Test split: **n = {result.n_test:,}** samples (train {result.n_train:,}, validation "
-    f"{result.n_validation:,}). Best single model **{best['name']}**: quality {best['quality']:.3f} "
-    f"[{best['quality_ci']['low']:.3f}, {best['quality_ci']['high']:.3f}] at ${best['cost_per_1k']:.4f} "
+    f"{result.n_validation:,}). Best single model **{best['name']}**: quality "
+    f"{format_interval(best['quality_ci'])} at ${best['cost_per_1k']:.4f} "
     f"per 1k requests{' (ESTIMATED)' if result.cost_estimated else ''}; "
     f"oracle quality {result.oracle['quality']:.3f}."
 )
+logged = st.empty()
 if state.get("run_id"):
-    st.caption(f"Logged to MLflow run `{state['run_id']}` at {services.tracking_uri()}.")
+    logged.caption(f"Logged to MLflow run `{state['run_id']}` in {services.tracking_label()}.")
 
-left, right = st.columns([3, 2])
-with left:
-    st.plotly_chart(services.frontier_figure(result, points, singles), key="cmp_frontier", width="stretch")
-with right:
-    st.subheader("Savings at parity")
-    st.caption(
-        "Share of the best single model's cost saved at the cheapest operating point whose quality is within "
-        f"{result.config.margin:g} of it, with a paired-bootstrap 95% interval over the n test samples "
-        "(the parity point is re-chosen in every resample; no lower bound when parity is often missed)."
-    )
-    st.dataframe(
-        services.ranking_frame(result),
-        key="cmp_ranking",
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "savings_at_parity_%": st.column_config.NumberColumn("savings %", format="%.1f"),
-            "ci_low_%": st.column_config.NumberColumn("95% CI low", format="%.1f"),
-            "ci_high_%": st.column_config.NumberColumn("95% CI high", format="%.1f"),
-            "reached_in_%_of_resamples": st.column_config.NumberColumn("reached %", format="%.0f"),
-            "quality_at_parity": st.column_config.NumberColumn("quality", format="%.3f"),
-            "cost_per_1k_at_parity": st.column_config.NumberColumn("$ / 1k", format="%.4f"),
-            "savings_at_95%_quality_%": st.column_config.NumberColumn("@95% quality", format="%.1f"),
-            "savings_at_99%_quality_%": st.column_config.NumberColumn("@99% quality", format="%.1f"),
-            "aiq": st.column_config.NumberColumn("AIQ", format="%.4f"),
-        },
-    )
-    with st.expander("At the operating point calibrated on validation"):
-        st.dataframe(result.summary_frame(), hide_index=True, width="stretch", key="cmp_summary")
+st.plotly_chart(services.compare_figure(result, points, singles), key="cmp_frontier", width="stretch")
+
+st.subheader("Savings at parity")
+st.caption(
+    "Read off the test frontier: the share of the best single model's cost saved at the cheapest operating "
+    f"point whose quality is within {result.config.margin:g} of it, in percent, with a paired-bootstrap 95% "
+    "interval over the n test samples (the parity point is re-chosen in every resample; `—` where a bound "
+    "does not exist because parity is often missed)."
+)
+st.dataframe(
+    services.ranking_frame(result),
+    key="cmp_ranking",
+    hide_index=True,
+    width="stretch",
+    column_order=(
+        "router",
+        "savings_at_parity_95ci",
+        "reached_in_%_of_resamples",
+        "quality_at_parity_text",
+        "cost_per_1k_at_parity_text",
+        "savings_at_95_text",
+        "savings_at_99_text",
+        "aiq",
+        "n",
+    ),
+    column_config={
+        # Narrow columns with short headers (the help says the rest), so the table fits the page's width.
+        "router": st.column_config.TextColumn("router", width="medium"),
+        "savings_at_parity_95ci": st.column_config.TextColumn(
+            "savings at parity [95% CI]", width="medium", help="read off the test frontier"
+        ),
+        "reached_in_%_of_resamples": st.column_config.NumberColumn(
+            "reached", format="%.0f%%", width="small", help="share of bootstrap resamples that reach parity"
+        ),
+        "quality_at_parity_text": st.column_config.TextColumn("quality", width="small", help="at parity"),
+        "cost_per_1k_at_parity_text": st.column_config.TextColumn(
+            "$ / 1k", width="small", help="cost per 1,000 requests at parity"
+        ),
+        "savings_at_95_text": st.column_config.TextColumn(
+            "@95%", width="small", help="savings at 95% of the best model's quality"
+        ),
+        "savings_at_99_text": st.column_config.TextColumn(
+            "@99%", width="small", help="savings at 99% of the best model's quality"
+        ),
+        "aiq": st.column_config.NumberColumn(
+            "AIQ", format="%.4f", width="small", help="average improvement in quality over the cost range"
+        ),
+        "n": st.column_config.NumberColumn("n", format="%d", width="small", help="test samples"),
+    },
+)
+with st.expander("At the operating point chosen on validation (what a deployment should expect)"):
+    st.dataframe(services.display_frame(result.summary_frame()), hide_index=True, width="stretch", key="cmp_summary")
+
+# Logged last, so that the chart is on screen before MLflow (whose first use creates its database) runs.
+if state.get("log_pending"):
+    state["log_pending"] = False
+    try:
+        with st.spinner("Logging the runs to MLflow..."):
+            state["run_id"] = services.log_to_mlflow(result)
+    except WorkbenchError as exc:
+        st.warning(f"Not logged to MLflow: {exc}")
+    else:
+        logged.caption(f"Logged to MLflow run `{state['run_id']}` in {services.tracking_label()}.")

@@ -10,7 +10,7 @@ from evals.exceptions import WorkbenchError
 st.title("Experiments")
 uri = services.tracking_uri()
 st.caption(
-    f"MLflow tracking URI: `{uri}` (set `MLFLOW_TRACKING_URI` to use a tracking server). "
+    f"MLflow runs in {services.tracking_label()} (set `MLFLOW_TRACKING_URI` to use a tracking server). "
     "Runs come from `routelab eval` and from the Compare page."
 )
 
@@ -46,7 +46,29 @@ if evals_.empty:
     st.stop()
 
 st.subheader("Evaluations")
-st.dataframe(evals_, hide_index=True, width="stretch", key="exp_runs")
+st.dataframe(
+    services.display_frame(evals_),
+    hide_index=True,
+    width="stretch",
+    key="exp_runs",
+    column_order=(
+        "started",
+        "run_name",
+        "routers",
+        "n_test",
+        "best_single_quality",
+        "oracle_quality",
+        "margin",
+        "split.seed",
+        "cost_estimated",
+        "status",
+    ),
+    column_config={
+        "routers": st.column_config.TextColumn("routers", width="large"),
+        "best_single_quality": st.column_config.NumberColumn("best model quality", format="%.3f"),
+        "oracle_quality": st.column_config.NumberColumn("oracle quality", format="%.3f"),
+    },
+)
 options = evals_["run_id"].tolist()
 labels = {r.run_id: f"{r.run_name} - {r.started} ({r.routers})" for r in evals_.itertuples()}
 picked = st.multiselect(
@@ -65,36 +87,32 @@ if children.empty:
     st.stop()
 
 st.subheader("Routers side by side")
-metric_cols = [
-    c
-    for c in (
-        "savings_at_parity",
-        "savings_at_parity_ci_low",
-        "savings_at_parity_ci_high",
-        "parity_reached_share",
-        "aiq",
-        "test_quality",
-        "test_quality_ci_low",
-        "test_quality_ci_high",
-        "test_cost_per_1k",
-        "test_savings",
-    )
-    if c in children
-]
-param_cols = [c for c in children.columns if c.startswith("param.")]
+st.caption(
+    "Savings in percent of the best single model's cost, as on the Compare page: **at parity** is read off "
+    "the test frontier; **test savings** is at the operating point chosen on validation, measured on test."
+)
 st.dataframe(
-    children[["evaluation", "router", *metric_cols, *param_cols]],
+    services.router_runs_table(children),
     hide_index=True,
     width="stretch",
     key="exp_children",
+    column_config={
+        "savings_at_parity_%": None,  # shown with its interval in the next column
+        "parity_reached_%": st.column_config.NumberColumn("parity reached", format="%.0f%%"),
+        "aiq": st.column_config.NumberColumn("AIQ", format="%.4f"),
+        "test $ / 1k": st.column_config.NumberColumn("test $ / 1k", format="$%.4f"),
+        "run_id": st.column_config.TextColumn("run id", width="small"),
+        "parent_run_id": None,
+    },
 )
 
 st.subheader("Frontiers overlaid")
+st.caption("Each router keeps its colour from the Compare page; line dashes tell the evaluations apart.")
 curves = {}
 for r in children.itertuples():
     frame = services.run_frontier(r.run_id)
     if not frame.empty:
-        curves[f"{r.router} @ {r.evaluation} ({r.parent_run_id[:6]})"] = frame
+        curves[f"{r.router} @ {r.evaluation} ({r.parent_run_id[:6]})"] = (r.router, r.parent_run_id, frame)
 if curves:
     st.plotly_chart(services.overlay_figure(curves), key="exp_overlay", width="stretch")
 else:

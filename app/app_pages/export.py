@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import services
 from evals.exceptions import WorkbenchError
+from evals.formatting import format_interval, format_number, format_pct
 
 st.title("Export a router")
 st.markdown(
@@ -111,25 +112,34 @@ else:
         st.warning("This router never reaches parity on test; using the calibrated point.")
     lam = services.operating_lam(rr, kind)
 
-summary = services.point_summary(result, rr, lam)
+summary = services.point_summary(result, rr, lam, kind)
 est = " (ESTIMATED)" if summary["cost_estimated"] else ""
+reference = summary["reference_model"]
 
 
-def _ci(key: str, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
-    lo, hi = summary[f"{key}_ci"]
-
-    def f(x: float | None) -> str:
-        return "—" if x is None else fmt.format(x * scale)
-
-    return f"{f(summary[key])} [{f(lo)}, {f(hi)}]"
+def _iv(key: str, *, pct: bool = False, digits: int | None = None) -> str:
+    return format_interval(summary[key], pct=pct, digits=digits)
 
 
+# Short values in the metric tiles (a long "value [low, high]" is cut off there); the intervals below.
 cols = st.columns(3)
-cols[0].metric("Quality (95% CI)", _ci("quality"))
-cols[1].metric(f"$ per 1k requests{est}", _ci("cost_per_1k", fmt="{:.4f}"))
-cols[2].metric(f"Savings vs {summary['reference_model']}", _ci("savings", 100, "{:.1f}%"))
+cols[0].metric("Quality", format_number(summary["quality"]["value"], 3), help=f"95% CI: {_iv('quality')}")
+cols[1].metric(
+    f"$ per 1k requests{est}",
+    format_number(summary["cost_per_1k_usd"]["value"], 4),
+    help=f"95% CI: {_iv('cost_per_1k_usd', digits=4)}",
+)
+cols[2].metric(
+    f"Savings vs {reference}", format_pct(summary["savings"]["value"]), help=f"95% CI: {_iv('savings', pct=True)}"
+)
+st.markdown(
+    f"| {summary['point']} | value [95% CI] |\n|---|---|\n"
+    f"| quality | {_iv('quality')} |\n"
+    f"| $ per 1k requests{est} | {_iv('cost_per_1k_usd', digits=4)} |\n"
+    f"| savings vs {reference} | {_iv('savings', pct=True)} |"
+)
 st.caption(
-    f"lam = {lam:.4g} $/request per +1 quality; n = {summary['n_test_samples']:,} test prompts; traffic: "
+    f"lam = {lam:.4g} $/request per +1 quality; n = {summary['n_test']:,} test prompts; traffic: "
     + ", ".join(f"{m} {s:.0%}" for m, s in sorted(summary["traffic_share"].items(), key=lambda x: -x[1]))
 )
 
@@ -140,7 +150,7 @@ overwrite = st.checkbox("Replace an existing export in that folder", False, key=
 if st.button("Export", type="primary", key="exp_go"):
     try:
         with st.spinner("Writing the export..."):
-            folder = services.export(rr, result, lam, out_dir, overwrite=overwrite)
+            folder = services.export(rr, result, lam, out_dir, overwrite=overwrite, point=kind)
     except WorkbenchError as exc:
         st.error(f"**Export failed**: {exc}", icon=":material/error:")
     else:

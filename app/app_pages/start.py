@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from app import services
@@ -58,9 +59,7 @@ with right:
 try:
     table = services.load_table(current)
 except WorkbenchError as exc:
-    st.error(
-        f"**Could not load task set {services.source_label(current)!r}**: {exc}", icon=":material/error:"
-    )
+    st.error(f"**Could not load task set {services.source_label(current)!r}**: {exc}", icon=":material/error:")
     st.stop()
 
 card = table.card
@@ -99,22 +98,38 @@ with st.expander("Dataset card", expanded=False):
 st.subheader("Models")
 overview = services.overview_of(current)
 st.caption(
-    f"Mean quality over n samples with a 95% confidence interval; cost per 1,000 requests in US$ "
+    f"Mean quality over n samples with a 95% confidence interval (CI low, CI high); cost per 1,000 requests in US$ "
     f"({'ESTIMATED' if table.cost_estimated else 'measured'}); list prices per 1M tokens from "
     "datasets/prices.csv."
 )
+# No "None" cells (a model without a list price shows "—"); narrow columns so nothing is cut off.
+shown = services.display_frame(overview, digits=3)
+
+
+def _num(col: str, label: str, fmt: str) -> object:
+    """A number column, or a text one when display_frame turned gaps into "—"."""
+    if pd.api.types.is_numeric_dtype(shown[col]):
+        return st.column_config.NumberColumn(label, format=fmt, width="small")
+    return st.column_config.TextColumn(label, width="small")
+
+
 st.dataframe(
-    overview,
+    shown,
     key="start_models",
     hide_index=True,
     width="stretch",
     column_config={
-        "quality": st.column_config.NumberColumn("quality", format="%.3f"),
-        "ci_low": st.column_config.NumberColumn("95% CI low", format="%.3f"),
-        "ci_high": st.column_config.NumberColumn("95% CI high", format="%.3f"),
-        "cost_per_1k_usd": st.column_config.NumberColumn("$ / 1k requests", format="%.4f"),
-        "input_per_1m_usd": st.column_config.NumberColumn("$ / 1M input", format="%.3f"),
-        "output_per_1m_usd": st.column_config.NumberColumn("$ / 1M output", format="%.3f"),
+        "model": st.column_config.TextColumn("model", width="medium"),
+        "n": st.column_config.NumberColumn("n", width="small"),
+        "quality": _num("quality", "quality", "%.3f"),
+        "ci_low": _num("ci_low", "CI low", "%.3f"),
+        "ci_high": _num("ci_high", "CI high", "%.3f"),
+        "cost_per_1k_usd": _num("cost_per_1k_usd", "$ / 1k", "%.4f"),
+        "cost": st.column_config.TextColumn("cost", width="small"),
+        "provider": st.column_config.TextColumn("provider", width="small"),
+        "input_per_1m_usd": _num("input_per_1m_usd", "$ / 1M in", "%.3f"),
+        "output_per_1m_usd": _num("output_per_1m_usd", "$ / 1M out", "%.3f"),
+        "price_source": st.column_config.TextColumn("price source", width="medium"),
     },
 )
 
@@ -123,6 +138,4 @@ if len(cats) > 1:
     with st.expander(f"Categories ({len(cats)})"):
         st.bar_chart(cats, horizontal=True)
 
-st.page_link(
-    "app_pages/compare.py", label="Compare routers on this task set", icon=":material/arrow_forward:"
-)
+st.page_link("app_pages/compare.py", label="Compare routers on this task set", icon=":material/arrow_forward:")

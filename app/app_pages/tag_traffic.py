@@ -26,8 +26,7 @@ with st.expander("Tag file format", expanded=False):
         "learn from."
     )
     st.code(
-        '{"prompt": "What is 2+2?", "category": "simple", "tagged_at": "2026-11-30T18:59:01Z", '
-        '"source": "log.csv"}',
+        '{"prompt": "What is 2+2?", "category": "simple", "tagged_at": "2026-11-30T18:59:01Z", "source": "log.csv"}',
         language="json",
     )
 
@@ -35,9 +34,7 @@ log = st.file_uploader(
     "Prompt log (CSV or JSONL with a prompt column)", type=["csv", "jsonl", "ndjson", "json"], key="tag_log"
 )
 if log is None:
-    st.info(
-        "Upload a prompt log to start. Columns tried for the prompt: " + ", ".join(tagging._PROMPT_COLUMNS)
-    )
+    st.info("Upload a prompt log to start. Columns tried for the prompt: " + ", ".join(tagging._PROMPT_COLUMNS))
     st.stop()
 
 try:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+
+from evals.paths import data_dir
 
 __all__ = ["register"]
 
@@ -97,21 +98,15 @@ def _kind(estimated) -> str:  # noqa: ANN001 - a boolean Series
 
 
 def _ci95(scores) -> tuple[float, float]:  # noqa: ANN001 - a float array
-    n, z = len(scores), 1.96
-    mean = float(scores.mean())
-    if n < 2:
-        return (float("nan"), float("nan"))
-    if ((scores == 0) | (scores == 1)).all():  # Wilson score interval for a proportion
-        centre = (mean + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return (max(0.0, centre - half), min(1.0, centre + half))
-    half = z * float(scores.std(ddof=1)) / math.sqrt(n)
-    return (max(0.0, mean - half), min(1.0, mean + half))
+    """The 95% CI of the mean score: the one interval helper, :func:`evals.stats.mean_with_ci`."""
+    from evals.stats import mean_with_ci  # lazy like every import here: `routelab --help` stays fast
+
+    _, low, high = mean_with_ci(scores)
+    return (low, high)
 
 
 def _show(args: argparse.Namespace) -> int:
     from evals import sources
-    from evals.paths import data_dir
 
     if args.data_dir is not None:
         data_dir(args.data_dir)  # a missing --data-dir is an error even when NAME is a file path

@@ -1,7 +1,10 @@
 """``routelab eval CONFIG``: fit, replay and compare routers from one TOML config, then gate on the result.
 
 Prints a table, logs to MLflow (parent run + a child run per router), writes a Markdown + HTML report, and
-exits 1 with a message naming the failed gate(s) when a gate in the config's ``[gates]`` is not met.
+exits 1 with a message naming the failed gate(s) when a gate in the config's ``[gates]`` is not met. A config
+or data problem exits 2 with one line naming the file and the field (every config field is type- and
+range-checked before anything runs). Warnings that no conclusion can be drawn (a test split under 100
+samples, a model missing from most samples) are printed before any number.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from evals.exceptions import GateFailed
+from evals.formatting import POINT_TEST_FRONTIER, POINT_VALIDATION_CHOSEN, format_interval
 
 __all__ = ["register"]
 
@@ -38,11 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``routelab eval`` (raises GateFailed for a failed gate: exit status 1)."""
+    # Imported here, not at module top: `routelab --help` imports every command module, and these pull in
+    # scikit-learn, torch and mlflow (seconds). The CLI is the top layer, so this hides no import cycle.
     import pandas as pd
 
-    from evals.exceptions import GateFailed
-    from evals.experiment import check_gates, load_config, run_experiment
-    from evals.report import write_report
+    from evals.report import NON_INFERIOR_EXPLAINED, TARGETS_EXPLAINED, cost_provenance, write_report
+    from evals.workbench.experiment import check_gates, load_config, run_experiment
 
     cfg = load_config(args.config)
 
@@ -58,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
     except GateFailed as exc:
         gate_error = str(exc)
 
+    for warning in result.warnings:  # before any number: these say no conclusion can be drawn
+        print(f"WARNING: {warning}")
+    for note in result.notes:
+        print(f"NOTE: {note}")
     est = " (costs estimated)" if result.cost_estimated else ""
     b, o = result.best_single, result.oracle
     print(
@@ -66,10 +77,11 @@ def run(args: argparse.Namespace) -> int:
         f"{est}; 95% paired-bootstrap intervals, {cfg.n_resamples} resamples"
     )
     print(
-        f"best single model: {b['name']}  quality {b['quality']:.3f} "
-        f"[{b['quality_ci']['low']:.3f}, {b['quality_ci']['high']:.3f}]  ${b['cost_per_1k']:.4f}/1k"
+        f"best single model: {b['name']}  quality {format_interval(b['quality_ci'], digits=3)}"
+        f"  ${b['cost_per_1k']:.4f}/1k"
     )
-    print(f"oracle:            quality {o['quality']:.3f}  ${o['cost_per_1k']:.4f}/1k\n")
+    print(f"oracle:            quality {o['quality']:.3f}  ${o['cost_per_1k']:.4f}/1k")
+    print(cost_provenance(result.table).replace("**", "") + "\n")
     with pd.option_context(
         "display.width",
         250,
@@ -81,6 +93,16 @@ def run(args: argparse.Namespace) -> int:
         "{:.4f}".format,
     ):
         print(result.summary_frame().to_string(index=False))
+        targets = cfg.targets
+        if len(targets) > 1 or any(t.risk_control for t in targets):
+            print("\ntargets (each chosen on validation from the same fit, measured on test):")
+            print(result.targets_frame().to_string(index=False))
+            print(f"({TARGETS_EXPLAINED})")
+    print(
+        f"\nsavings@parity (test frontier): {POINT_TEST_FRONTIER} (cheapest test point within the margin; "
+        "optimistic)\n"
+        f"savings (val-chosen point): {POINT_VALIDATION_CHOSEN} (what `routelab export` of that point gets)"
+    )
 
     out_dir = (
         Path(args.out) if args.out else Path("reports") / (cfg.name or Path(cfg.path).stem or result.dataset)
@@ -96,12 +118,14 @@ def run(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(doc, indent=2), encoding="utf-8")
         print(f"json: {path}")
     if not args.no_mlflow:
-        from evals.tracking import _safe_uri, log_evaluation, tracking_uri
+        from evals.tracking import log_evaluation, safe_uri, tracking_uri  # mlflow: only when logging
 
         run_id = log_evaluation(result, report_paths=[md_path, html_path])
-        print(f"mlflow: run {run_id} at {_safe_uri(tracking_uri())}")
+        print(f"mlflow: run {run_id} at {safe_uri(tracking_uri())}")
     for line in gate_lines:
         print(f"gate {line}")
+    if gate_lines or gate_error:
+        print(f"({NON_INFERIOR_EXPLAINED})")
     if gate_error:
         raise GateFailed(gate_error)
     return 0

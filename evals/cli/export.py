@@ -56,7 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from routers.export.workflow import export_from_config, export_from_run
+    # Imported here: `routelab --help` imports every command module, and the workflow pulls in routers,
+    # scikit-learn and torch (seconds). The CLI is the top layer, so this hides no import cycle.
+    from evals.workbench.export_workflow import export_from_config, export_from_run
 
     common = {}
     if args.upstream_base_url:
@@ -96,21 +98,15 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps({"folder": str(folder), "measurement": m}, indent=2))
         return 0
 
-    def ci(pair: list, scale: float = 1.0, fmt: str = ".3f") -> str:
-        return "[" + ", ".join("—" if v is None else format(v * scale, fmt) for v in pair) + "]"
-
-    est = " (costs ESTIMATED)" if m["cost_estimated"] else ""
     print(f"exported to {folder}")
-    print(f"  operating point: {m['operating_point']}")
-    print(
-        f"  on test (n={m['n_test']}){est}: quality {m['quality']:.3f} {ci(m['quality_ci95'])}, "
-        f"${m['cost_per_1k_usd']:.4f}/1k requests {ci(m['cost_per_1k_ci95'], 1, '.4f')}"
-    )
-    sav = m["savings_vs_best_single"]
-    print(
-        f"  vs best single model {m['best_single_model']} ({m['best_single_quality']:.3f}): quality "
-        f"{m['quality_diff_vs_best_single']:+.3f} {ci(m['quality_diff_ci95'])}, savings "
-        f"{'n/a' if sav is None else f'{sav:.1%}'} {ci(m['savings_ci95'], 100, '.1f')}%"
-    )
+    for line in measurement_lines(m):
+        print(f"  {line}")
     print(f"  serve it: ROUTELAB_PROXY_KEYS=... routelab serve {folder}")
     return 0
+
+
+def measurement_lines(m: dict) -> list[str]:
+    """What ``routelab export`` prints about the measurement: the export README's lines, word for word."""
+    from routers.export.measurement import Measurement  # lazy, as above: `import routers` loads scikit-learn
+
+    return Measurement.from_dict(m).lines()

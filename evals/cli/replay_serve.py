@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evals.exceptions import ConfigError
+
+# Constants only (answers.py is light): the heavy modules are imported when the command runs.
+from evals.serving.answers import CANNED_PREFIX, DEFAULT_FAULTS, FAULT_KINDS, UNKNOWN_PROMPT_MODES
+
 __all__ = ["register"]
 
 
@@ -23,7 +28,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added delay per answer, in ms")
     p.add_argument("--fault-rate", type=float, default=0.0, help="share of requests given an injected fault")
-    p.add_argument("--faults", default="429,500,timeout,malformed,drop", help="fault kinds to inject")
+    p.add_argument(
+        "--fault-kinds",
+        "--faults",
+        dest="faults",
+        metavar="KINDS",
+        default=",".join(DEFAULT_FAULTS),
+        help=f"comma-separated fault kinds to inject, or 'all' (default {','.join(DEFAULT_FAULTS)}; "
+        f"all: {','.join(FAULT_KINDS)}; what each does: pydoc evals.serving.answers)",
+    )
+    p.add_argument(
+        "--hang-s",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds an injected timeout holds a request (and a slow body takes)",
+    )
+    p.add_argument(
+        "--retry-after-s", type=float, default=1.0, metavar="S", help="Retry-After seconds of an injected 429"
+    )
+    p.add_argument(
+        "--unknown-prompts",
+        choices=UNKNOWN_PROMPT_MODES,
+        default="404",
+        help="a prompt without a recorded answer gets a 404 (default) or, with 'canned', a 200 whose content "
+        f"starts with {CANNED_PREFIX!r} (so any prompt works in a demo)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the fault sequence")
     p.add_argument("--models", help="comma-separated models to serve (default: all of the table)")
     p.add_argument("--limit", type=int, help="serve only the first N samples")
@@ -34,12 +64,17 @@ def _run(args: argparse.Namespace) -> int:
     from evals import sources
     from evals.serving import ReplayServer
 
+    faults = [f.strip() for f in args.faults.split(",") if f.strip()]
+    if faults == ["all"]:
+        faults = list(FAULT_KINDS)
+    unknown = [f for f in faults if f not in FAULT_KINDS]
+    if unknown:  # before the (slow) table load
+        raise ConfigError(f"--fault-kinds: unknown fault kind(s) {unknown}; valid: all, {', '.join(FAULT_KINDS)}")
     table = sources.load(args.source)
     if args.models:
         table = table.select(models=[m.strip() for m in args.models.split(",") if m.strip()])
     if args.limit:
         table = table.select(sample_ids=table.sample_ids[: args.limit])
-    faults = [f.strip() for f in args.faults.split(",") if f.strip()]
     server = ReplayServer(
         table,
         host=args.host,
@@ -48,13 +83,22 @@ def _run(args: argparse.Namespace) -> int:
         fault_rate=args.fault_rate,
         faults=faults,
         seed=args.seed,
+        retry_after_s=args.retry_after_s,
+        hang_s=args.hang_s,
+        unknown_prompts=args.unknown_prompts,
     )
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"routelab: warning: serving on {args.host}, not loopback", file=sys.stderr)
 
     def announce(base_url: str) -> None:
+        notes = []
+        if args.unknown_prompts == "canned":
+            notes.append("unknown prompts get a canned answer")
+        if args.fault_rate:
+            notes.append(f"injected faults on {args.fault_rate:g} of requests ({', '.join(faults)})")
         print(
-            f"replaying {table!r} ({', '.join(table.models)}); base_url {base_url} (Ctrl-C to stop)",
+            f"replaying {table!r} ({', '.join(table.models)}); base_url {base_url}"
+            f"{''.join('; ' + n for n in notes)} (Ctrl-C to stop)",
             file=sys.stderr,
             flush=True,
         )

@@ -1,4 +1,5 @@
-"""``routelab routers list``: every registered routing strategy, what it does, and its parameters."""
+"""``routelab routers list``: every registered routing strategy, what it does, its parameters and the values each
+takes (the router's declared ``parameter_constraints``, see :mod:`routers.params`)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def describe_routers() -> list[dict]:
-    """One dict per registered router: name, description, exportable, parameters with defaults."""
+    """One dict per registered router: name, description, exportable, parameters with defaults, constraints.
+
+    ``params`` maps each parameter to its default; ``constraints`` to the constraint in words (``"an int >=
+    1"``); ``param_specs`` is :func:`routers.registry.param_specs` (kind, range, options, help: for forms).
+    """
     import routers
+    from routers.registry import param_specs
 
     out = []
     for name, cls in routers.router_registry.items():
@@ -33,12 +39,15 @@ def describe_routers() -> list[dict]:
             for p in sig.parameters.values()
             if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         }
+        specs = param_specs(cls)
         out.append(
             {
                 "name": name,
                 "description": cls.describe(),
                 "exportable": bool(getattr(cls, "exportable", True)),
                 "params": params,
+                "constraints": {p["name"]: p["text"] for p in specs},
+                "param_specs": specs,
             }
         )
     return out
@@ -55,4 +64,7 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{r['name']:<{width}}  {r['description']}{note}")
         params = ", ".join(f"{k}={json.dumps(v, default=repr)}" for k, v in r["params"].items())
         print(f"{'':<{width}}  params: {params or '(none)'}")
+        pad = max((len(k) for k in r["constraints"]), default=0)
+        for k, text in r["constraints"].items():
+            print(f"{'':<{width}}    {k:<{pad}}  {text}")
     return 0

@@ -3,6 +3,12 @@
 Clients send ``Authorization: Bearer <key>`` with a key listed (comma-separated) in the environment variable
 named by the folder's ``upstreams.toml`` (``ROUTELAB_PROXY_KEYS`` by default); ``--no-auth`` runs without
 client keys (local use only). Upstream keys come from the environment variables named in ``upstreams.toml``.
+
+At start it prints each upstream, its key variable and whether it can answer ("ready", or "NO KEY" when the
+variable it names is unset; upstreams that name no variable need none). ``upstreams.toml`` is checked first:
+a wrong field, an upstream key variable equal to the client-key variable, or plain http to another machine
+without ``allow_insecure = true`` stops it with a one-line error (exit 2). Its ``[proxy]`` section sets the
+per-request deadline, fallback hops, size caps, client timeouts and the connection cap.
 """
 
 from __future__ import annotations

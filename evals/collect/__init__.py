@@ -4,6 +4,7 @@
 - :mod:`.cache`: :class:`ResponseCache`, answers by a hash of the normalised request (SQLite, WAL).
 - :mod:`.client`: :class:`ChatClient`, async httpx with per-provider concurrency, retries and backoff.
 - :mod:`.runner`: :func:`collect`, which writes a graded :class:`~evals.outcomes.OutcomeTable`.
+- :mod:`.budget`: the spend estimate printed before a run, and the ``max_spend_usd`` cap.
 
 Example:
     >>> from evals.collect import collect, load_config
@@ -11,7 +12,8 @@ Example:
     >>> print(result.format_spend())                                      # doctest: +SKIP
 """
 
-from evals.collect.cache import ResponseCache, default_cache_path, request_key
+from evals.collect.budget import SpendEstimate, estimate_spend
+from evals.collect.cache import CacheError, ResponseCache, default_cache_path, request_key
 from evals.collect.client import CallStats, ChatClient, ChatResult
 from evals.collect.config import (
     CollectConfig,
@@ -25,6 +27,7 @@ from evals.collect.config import (
 from evals.collect.runner import CollectResult, ModelSpend, acollect, collect, resolve_prices
 
 __all__ = [
+    "CacheError",
     "CallStats",
     "ChatClient",
     "ChatResult",
@@ -35,10 +38,12 @@ __all__ = [
     "ModelSpend",
     "ProviderConfig",
     "ResponseCache",
+    "SpendEstimate",
     "TaskConfig",
     "acollect",
     "collect",
     "default_cache_path",
+    "estimate_spend",
     "load_config",
     "parse_config",
     "request_key",

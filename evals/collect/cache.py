@@ -9,6 +9,10 @@ Storage: one SQLite file in WAL mode. Every answer is committed on its own as so
 the process (even with SIGKILL) loses at most the answers still in flight; SQLite's journal guarantees a
 commit is either fully there or not at all. ``synchronous=NORMAL`` in WAL mode survives a process crash (an
 OS crash or power loss may lose the last commits, which would then simply be asked again).
+
+A cache file that exists but is not a valid database (0 bytes, truncated, garbage, another program's SQLite
+file) is refused with :class:`CacheError` before any request is made: silently starting a new cache in its place
+would pay again for every answer it held.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from evals.exceptions import ConfigError
 from evals.paths import cache_dir
 
-__all__ = ["ResponseCache", "default_cache_path", "request_key"]
+__all__ = ["CacheError", "ResponseCache", "default_cache_path", "request_key"]
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_COLUMNS = ("key", "model", "created", "body")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -36,6 +44,32 @@ CREATE TABLE IF NOT EXISTS responses (
     body TEXT NOT NULL
 )
 """
+
+
+class CacheError(ConfigError):
+    """The answer cache file exists but cannot be used; the message names the file and the way out."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"answer cache {str(path)!r} is not a valid cache database ({reason}); nothing was asked, so nothing "
+            f"was paid. Move it aside (mv {path} {path}.bad) or pass --cache NEW.sqlite to start a new cache "
+            "(a new cache asks every answer again)"
+        )
+        self.path = path
+
+
+def _check_existing(path: Path) -> None:
+    """Refuse an existing file that is not a cache, before SQLite would treat it as a new, empty database."""
+    if not path.exists():
+        return
+    if not path.is_file():
+        raise CacheError(path, "not a regular file")
+    with path.open("rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if not head:
+        raise CacheError(path, "the file is empty (0 bytes)")
+    if head != _SQLITE_MAGIC:
+        raise CacheError(path, "not an SQLite file")
 
 
 def default_cache_path() -> Path:
@@ -72,12 +106,28 @@ class ResponseCache:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else default_cache_path()
+        _check_existing(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        try:
+            # quick_check reads every page once: a truncated or damaged file fails here, not mid-run.
+            verdict = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if verdict != "ok":
+                raise CacheError(self.path, f"SQLite integrity check: {verdict}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+            columns = tuple(r[1] for r in self._db.execute("PRAGMA table_info(responses)"))
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise CacheError(self.path, f"SQLite says: {exc}") from None
+        except CacheError:
+            self._db.close()
+            raise
+        if columns != _COLUMNS:
+            self._db.close()
+            raise CacheError(self.path, f"its 'responses' table has columns {list(columns)}, not {list(_COLUMNS)}")
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The stored answer of ``key``, or None."""

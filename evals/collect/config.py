@@ -6,6 +6,7 @@ Example (``examples/collect_replay.toml``)::
     output = "outcomes/mmlu-pro-3.parquet"   # relative paths are relative to this file
     # cache = "~/.cache/routelab/collect.sqlite"  (default: evals.paths.cache_dir() / "collect.sqlite")
     # prices = "datasets/prices.csv"              (default: the repo's price table)
+    # max_spend_usd = 5.0               # stop before paying more than this in one run (or --max-spend)
 
     [tasks]
     source = "mmlu-pro"                 # a source name or outcome file for evals.sources.load ...
@@ -31,6 +32,7 @@ Example (``examples/collect_replay.toml``)::
     params = { temperature = 0.0, max_tokens = 1024 }
     # input_per_1m = 5.0                # prices override the price table (USD per 1M tokens)
     # output_per_1m = 15.0
+    # expected_output_tokens = 300      # for the spend estimate printed before the run (default 300)
 
 Keys are read from the environment variables named here and nowhere else; they are never written anywhere.
 """
@@ -93,6 +95,8 @@ class ModelConfig:
     """USD per 1M completion tokens; overrides the price table."""
     request_fee: float = 0.0
     """USD per request on top of tokens (with the two prices above)."""
+    expected_output_tokens: float | None = None
+    """Output tokens per answer assumed by the spend estimate (default 300, capped by ``max_tokens``)."""
 
     @property
     def wire_name(self) -> str:
@@ -139,6 +143,8 @@ class CollectConfig:
     prices: Path | None = None
     name: str = "collected"
     origin: str = ""
+    max_spend_usd: float | None = None
+    """Stop before this run pays more than this many dollars (None: no cap)."""
 
     def model(self, name: str) -> ModelConfig:
         """The model called ``name``."""
@@ -148,7 +154,7 @@ class CollectConfig:
         raise ConfigError(f"no model {name!r} in {self.origin or 'the config'}")
 
 
-_TOP = {"name", "output", "cache", "prices", "tasks", "grader", "providers", "models"}
+_TOP = {"name", "output", "cache", "prices", "max_spend_usd", "tasks", "grader", "providers", "models"}
 _PROVIDER = {f for f in ProviderConfig.__dataclass_fields__ if f != "name"}
 _MODEL = set(ModelConfig.__dataclass_fields__)
 _TASKS = set(TaskConfig.__dataclass_fields__)
@@ -196,6 +202,8 @@ def _model(raw: Any, where: str, providers: dict[str, ProviderConfig]) -> ModelC
     }
     if ("input_per_1m" in prices) != ("output_per_1m" in prices):
         raise ConfigError(f"{where}: give both input_per_1m and output_per_1m, or neither")
+    if "expected_output_tokens" in raw:
+        prices["expected_output_tokens"] = _num(raw["expected_output_tokens"], f"{where}.expected_output_tokens")
     return ModelConfig(
         name=raw["name"],
         provider=raw["provider"],
@@ -312,4 +320,5 @@ def parse_config(raw: dict[str, Any], *, base: Path = Path("."), origin: str = "
         prices=_path(raw["prices"], f"{where}: prices", base) if "prices" in raw else None,
         name=str(raw.get("name", Path(origin).stem if origin else "collected")),
         origin=origin,
+        max_spend_usd=_num(raw["max_spend_usd"], f"{where}: max_spend_usd") if "max_spend_usd" in raw else None,
     )

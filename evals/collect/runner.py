@@ -8,6 +8,10 @@ after all answers are in (a pairwise judge needs the baseline's answer), through
 
 Costs in the table are the cost of each answer (usage tokens x the price table) whether it came from the
 cache or not; the *spend* reported is what this run paid: cache hits cost nothing.
+
+Before the first call the run estimates its spend (:func:`~evals.collect.budget.estimate_spend`, cache hits
+excluded) and hands it to ``on_estimate``; with ``max_spend_usd`` set, no paid call starts that could take the
+run past the cap (:class:`~evals.collect.budget.SpendCap`), and what was received is kept.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from evals.collect.cache import ResponseCache
+from evals.collect.budget import SpendCap, SpendEstimate, estimate_spend, messages_for, reservation
+from evals.collect.cache import ResponseCache, request_key
 from evals.collect.client import ChatClient, ChatResult
 from evals.collect.config import CollectConfig, ModelConfig
 from evals.collect.tasks import load_samples
-from evals.exceptions import ConfigError, ProviderError, SchemaError, UnknownComponentError
+from evals.exceptions import ConfigError, ProviderError, SchemaError, UnknownComponentError, WorkbenchError
 from evals.graders import Grade, GradeInput, Grader, get_grader
 from evals.outcomes import DatasetCard, OutcomeTable
 from evals.prices import Price, PriceTable
@@ -84,6 +89,17 @@ class CollectResult:
     """Per model, answers where the exact-match grader found nothing to read (scored 0)."""
     n_expected: int = 0
     """(sample, model) pairs asked for."""
+    estimate: SpendEstimate | None = None
+    """The spend estimated before the run started."""
+    max_spend_usd: float | None = None
+    """The spend cap of the run (None: no cap)."""
+    not_asked: int = 0
+    """Answers and judge verdicts not asked for because the spend cap would have been passed."""
+
+    @property
+    def stopped_at_cap(self) -> bool:
+        """True when the spend cap stopped the run before everything was asked."""
+        return self.not_asked > 0
 
     @property
     def total_cost(self) -> float:
@@ -126,6 +142,12 @@ class CollectResult:
             lines.append(
                 f"{self.unparsable} judge verdict(s) could not be parsed; those answers are left out."
             )
+        if self.stopped_at_cap:
+            lines.append(
+                f"STOPPED at the spend cap of ${self.max_spend_usd:.4f}: this run spent ${self.total_cost:.4f}; "
+                f"{self.not_asked} answer(s)/verdict(s) were not asked. Everything received is cached: rerun "
+                "with a higher --max-spend (or max_spend_usd) to continue without paying twice."
+            )
         return "\n".join(lines)
 
 
@@ -157,9 +179,8 @@ def resolve_prices(config: CollectConfig) -> dict[str, Price]:
     return out
 
 
-def _messages(model: ModelConfig, prompt: str) -> list[dict[str, str]]:
-    msgs = [{"role": "system", "content": model.system}] if model.system else []
-    return msgs + [{"role": "user", "content": prompt}]
+class _CapReached(WorkbenchError):
+    """Internal: a judge call was refused by the spend cap."""
 
 
 def _cost(
@@ -199,6 +220,7 @@ async def acollect(
     progress: bool = True,
     cache: ResponseCache | None = None,
     grader: Grader | None = None,
+    on_estimate: Callable[[SpendEstimate], None] | None = None,
 ) -> CollectResult:
     """Collect and grade (async). See :func:`collect`."""
     from tqdm.auto import tqdm
@@ -220,8 +242,13 @@ async def acollect(
         )
 
     own_cache = cache is None
-    cache = cache or ResponseCache(config.cache)
+    cache = cache or ResponseCache(config.cache)  # refuses a damaged cache file before any call
     providers = dict(config.providers)
+    prompts = samples["prompt"].tolist()
+    estimate = estimate_spend(config, prompts, prices, cache)
+    if on_estimate is not None:
+        on_estimate(estimate)
+    cap = SpendCap(config.max_spend_usd)
     client = ChatClient(providers, cache=cache, transport=transport, env=env)
     spend = {m.name: ModelSpend(m.name, m.provider) for m in config.models}
     if judge_model is not None:
@@ -229,7 +256,6 @@ async def acollect(
     answers: dict[tuple[int, str], tuple[ChatResult, float, float, float, bool]] = {}
     grades: dict[tuple[int, str], Grade] = {}
     failures: list[tuple[str, str, str]] = []
-    prompts = samples["prompt"].tolist()
     references = samples["reference"].tolist()
     categories = samples["category"].tolist()
     sids = samples["sample_id"].tolist()
@@ -243,21 +269,39 @@ async def acollect(
         dynamic_ncols=True,
     )
 
+    async def admit(
+        provider: str, model: ModelConfig, messages: list[dict[str, str]], params: dict
+    ) -> float | None:
+        """The reservation of a call the cap admits (0 for a cache hit), or None when the cap refuses it."""
+        if request_key(providers[provider].base_url, model.wire_name, messages, params) in cache:
+            return 0.0
+        reserve = reservation(prices[model.name], model, sum(len(msg["content"]) for msg in messages))
+        return reserve if await cap.admit(reserve) else None
+
     async def answer(job: tuple[int, ModelConfig]) -> None:
         i, m = job
+        messages = messages_for(m, prompts[i])
+        reserve = await admit(m.provider, m, messages, m.params)
+        if reserve is None:
+            bar.update(1)
+            return
+        paid = 0.0  # what this call cost this run (a cache hit is free), for the spend cap
         try:
-            result = await client.chat(m.provider, m.wire_name, _messages(m, prompts[i]), m.params)
+            result = await client.chat(m.provider, m.wire_name, messages, m.params)
         except ProviderError as exc:
             failures.append((sids[i], m.name, str(exc)))
             spend[m.name].failures += 1
         else:
             cost, itok, otok, est = _cost(prices[m.name], m, prompts[i], result)
             spend[m.name].add(result, cost, est)
+            paid = 0.0 if result.cached else cost
             answers[(i, m.name)] = (result, cost, itok, otok, est)
             if not grader.needs_judge:
                 grades[(i, m.name)] = grader.grade(
                     GradeInput(prompts[i], result.text, references[i], categories[i])
                 )
+        finally:
+            cap.settle(reserve, paid)
         bar.update(1)
 
     try:
@@ -279,12 +323,20 @@ async def acollect(
             )
 
             async def judge_call(messages: list[dict[str, str]]) -> str:
-                result = await client.chat(
-                    judge_model.provider, judge_model.wire_name, messages, judge_model.params
-                )
-                prompt_text = "".join(msg["content"] for msg in messages)
-                cost, _, _, est = _cost(prices[judge_model.name], judge_model, prompt_text, result)
-                jspend.add(result, cost, est)
+                reserve = await admit(judge_model.provider, judge_model, messages, judge_model.params)
+                if reserve is None:
+                    raise _CapReached("spend cap")
+                paid = 0.0
+                try:
+                    result = await client.chat(
+                        judge_model.provider, judge_model.wire_name, messages, judge_model.params
+                    )
+                    prompt_text = "".join(msg["content"] for msg in messages)
+                    cost, _, _, est = _cost(prices[judge_model.name], judge_model, prompt_text, result)
+                    jspend.add(result, cost, est)
+                    paid = 0.0 if result.cached else cost
+                finally:
+                    cap.settle(reserve, paid)
                 return result.text
 
             async def judge_one(key: tuple[int, str]) -> None:
@@ -307,6 +359,8 @@ async def acollect(
                     except ProviderError as exc:
                         failures.append((sids[i], model, f"judge: {exc}"))
                         jspend.failures += 1
+                    except _CapReached:
+                        pass  # counted by the cap; the answer stays ungraded (asked again on a rerun)
                 jbar.update(1)
 
             await _pool(list(answers), providers[judge_model.provider].concurrency, judge_one)
@@ -317,7 +371,9 @@ async def acollect(
         if own_cache:
             cache.close()
 
-    return _build(config, samples, origin, license_, grader, prices, answers, grades, failures, spend)
+    result = _build(config, samples, origin, license_, grader, prices, answers, grades, failures, spend)
+    result.estimate, result.max_spend_usd, result.not_asked = estimate, config.max_spend_usd, cap.refused
+    return result
 
 
 def _build(
@@ -424,6 +480,7 @@ def collect(
     env: dict[str, str] | None = None,
     progress: bool = True,
     write: bool = True,
+    on_estimate: Callable[[SpendEstimate], None] | None = None,
 ) -> CollectResult:
     """Ask every model of ``config`` once per sample, grade, and (if ``write``) save to ``config.output``.
 
@@ -432,12 +489,18 @@ def collect(
         transport: An httpx transport replacing the network (tests).
         env: Where API keys are read from (default ``os.environ``).
         progress: Show progress bars on stderr.
-        write: Write the table (Parquet + card) to ``config.output``.
+        write: Write the table (Parquet + card) to ``config.output`` (also when the spend cap stopped the
+            run: the complete samples received so far).
+        on_estimate: Called with the :class:`~evals.collect.budget.SpendEstimate` before the first call
+            (``routelab collect`` prints it).
+
+    Raises:
+        CacheError: when the cache file exists but is not a valid cache (nothing is asked).
 
     Returns:
         A :class:`CollectResult`; its ``format_spend()`` is what ``routelab collect`` prints.
     """
-    coro = acollect(config, transport=transport, env=env, progress=progress)
+    coro = acollect(config, transport=transport, env=env, progress=progress, on_estimate=on_estimate)
     try:
         asyncio.get_running_loop()
     except RuntimeError:  # the usual case: no loop in this thread

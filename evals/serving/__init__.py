@@ -1,6 +1,23 @@
 """Serving helpers: the replay server (an OpenAI-compatible server that answers from recorded outcomes)."""
 
 from evals.serving.background import BackgroundServer
-from evals.serving.replay import FAULT_KINDS, ReplayServer, build_replay_app, prompt_of
+from evals.serving.replay import (
+    CANNED_PREFIX,
+    DEFAULT_FAULTS,
+    FAULT_KINDS,
+    UNKNOWN_PROMPT_MODES,
+    ReplayServer,
+    build_replay_app,
+)
+from evals.serving.wire import prompt_of
 
-__all__ = ["FAULT_KINDS", "BackgroundServer", "ReplayServer", "build_replay_app", "prompt_of"]
+__all__ = [
+    "CANNED_PREFIX",
+    "DEFAULT_FAULTS",
+    "FAULT_KINDS",
+    "UNKNOWN_PROMPT_MODES",
+    "BackgroundServer",
+    "ReplayServer",
+    "build_replay_app",
+    "prompt_of",
+]

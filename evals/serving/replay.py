@@ -10,13 +10,16 @@ newcomer sees ``routelab collect`` work end to end. It serves
 - ``GET /_stats``: request counts per (model, sample), so tests can assert that nothing was asked twice.
 
 Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``): an unknown model is a 404
-``model_not_found``; an unknown prompt a 404 naming the model and the start of the prompt.
+``model_not_found``; an unknown prompt a 404 naming the model and the start of the prompt, unless the server
+runs with ``unknown_prompts="canned"`` (the keyless demo: any prompt works), in which case it answers with a
+clearly labelled placeholder: the content starts with :data:`CANNED_PREFIX`, the completion (and every chunk)
+carries ``"replay_canned": true`` and the response the header ``x-replay-canned: true``.
 
-**Faults** are injected at ``fault_rate`` to exercise clients: ``429`` (with ``Retry-After``), ``500``,
-``timeout`` (the server holds the request for ``hang_s`` seconds, past any sane client timeout), ``malformed``
-(a 200 whose body is truncated JSON) and ``drop`` (the connection closes mid-body). Whether the n-th request
-for a given (model, prompt) faults, and how, is a deterministic function of ``seed``, the model, the prompt
-and n, so a run is reproducible however concurrent requests interleave.
+**Faults** are injected at ``fault_rate`` to exercise clients; the kinds (429, 500, timeouts, truncated or
+non-JSON 200s, 200s without ``choices``, connections dropped before or during a body or stream, streams that end
+without ``[DONE]``, negative or overflowing ``usage``, slow bodies) are listed in :mod:`evals.serving.answers`.
+Whether the n-th request for a given (model, prompt) faults, and how, is a deterministic function of ``seed``,
+the model, the prompt and n, so a run is reproducible however concurrent requests interleave.
 
 Example:
     >>> with ReplayServer(table, latency_ms=0, fault_rate=0.0, seed=0) as srv:   # doctest: +SKIP
@@ -29,10 +32,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import math
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,27 +41,27 @@ from typing import Any
 
 from evals.exceptions import ConfigError
 from evals.outcomes import OutcomeTable
+from evals.serving.answers import (
+    CANNED_PREFIX,
+    DEFAULT_FAULTS,
+    FAULT_KINDS,
+    UNKNOWN_PROMPT_MODES,
+    Reply,
+    send_answer,
+    send_fault,
+    send_json,
+)
 from evals.serving.background import BackgroundServer
+from evals.serving.wire import error_body, prompt_of, usage_of
 
-__all__ = ["FAULT_KINDS", "ReplayServer", "build_replay_app"]
-
-#: Faults the server can inject.
-FAULT_KINDS: tuple[str, ...] = ("429", "500", "timeout", "malformed", "drop")
-
-
-class _InjectedDrop(ConnectionAbortedError):
-    """Raised inside the app to make uvicorn close the connection mid-response (an injected fault)."""
-
-
-class _QuietInjectedDrops(logging.Filter):
-    """Keep uvicorn from logging a traceback for each injected dropped connection (they are intended)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], _InjectedDrop))
-
-
-logging.getLogger("uvicorn.error").addFilter(_QuietInjectedDrops())
-
+__all__ = [
+    "CANNED_PREFIX",
+    "DEFAULT_FAULTS",
+    "FAULT_KINDS",
+    "UNKNOWN_PROMPT_MODES",
+    "ReplayServer",
+    "build_replay_app",
+]
 
 @dataclass
 class _Record:
@@ -83,28 +84,6 @@ def _tokens(value: float, text: str) -> int:
     return max(1, math.ceil(len(text) / 4))
 
 
-def prompt_of(messages: Any) -> str | None:
-    """Text of the last user message of an OpenAI chat request (string content, or the text parts of a content list)."""
-    if not isinstance(messages, list):
-        return None
-    for msg in reversed(messages):
-        if isinstance(msg, dict) and msg.get("role") == "user":
-            content = msg.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return "".join(
-                    p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-                )
-            return None
-    return None
-
-
-def _error(status: int, message: str, type_: str, code: str | None = None, param: str | None = None) -> tuple:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return status, json.dumps(body).encode()
-
-
 class _ReplayApp:
     """The ASGI application (usable directly with ``httpx.ASGITransport``)."""
 
@@ -119,6 +98,7 @@ class _ReplayApp:
         retry_after_s: float,
         hang_s: float,
         api_key: str | None,
+        unknown_prompts: str,
     ) -> None:
         self.records: dict[str, dict[str, _Record]] = defaultdict(dict)
         f = table.frame
@@ -143,19 +123,29 @@ class _ReplayApp:
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
         self.api_key = api_key
+        self.unknown_prompts = unknown_prompts
         self.stopping = False
         self._lock = threading.Lock()
         self._stats: dict[tuple[str, str], _KeyStats] = defaultdict(_KeyStats)
-        self._totals = {"requests": 0, "ok": 0, "faults": defaultdict(int), "errors": 0}
+        self._totals = self._zero_totals()
+
+    @staticmethod
+    def _zero_totals() -> dict[str, Any]:
+        return {"requests": 0, "ok": 0, "faults": defaultdict(int), "errors": 0, "canned": 0}
 
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict[str, Any]:
-        """A snapshot: totals and per-(model, sample_id) counts (``requests``, ``ok``, ``faults``)."""
+        """A snapshot: totals and per-(model, sample_id) counts (``requests``, ``ok``, ``faults``).
+
+        ``canned`` counts the requests answered with a canned placeholder (their ``sample_id`` in ``by_key`` is
+        ``canned:`` and a hash of the prompt).
+        """
         with self._lock:
             return {
                 "requests": self._totals["requests"],
                 "ok": self._totals["ok"],
                 "errors": self._totals["errors"],
+                "canned": self._totals["canned"],
                 "faults": dict(self._totals["faults"]),
                 "by_key": [
                     {"model": m, "sample_id": s, "requests": v.requests, "ok": v.ok, "faults": dict(v.faults)}
@@ -167,7 +157,7 @@ class _ReplayApp:
         """Forget all counts (the fault sequence restarts too)."""
         with self._lock:
             self._stats.clear()
-            self._totals = {"requests": 0, "ok": 0, "faults": defaultdict(int), "errors": 0}
+            self._totals = self._zero_totals()
 
     def _fault_for(self, model: str, prompt: str, n: int) -> str | None:
         if self.fault_rate <= 0 or not self.faults:
@@ -203,200 +193,101 @@ class _ReplayApp:
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "routelab-replay"} for m in self.models
             ]
-            await _send(send, 200, json.dumps({"object": "list", "data": data}).encode())
+            await send_json(send, 200, json.dumps({"object": "list", "data": data}).encode())
         elif path == "/_stats" and method == "GET":
-            await _send(send, 200, json.dumps(self.stats()).encode())
+            await send_json(send, 200, json.dumps(self.stats()).encode())
         else:
-            await _send(
-                send, *_error(404, f"no route {method} {scope['path']}", "invalid_request_error", "not_found")
+            await send_json(
+                send, 404, error_body(f"no route {method} {scope['path']}", "invalid_request_error", "not_found")
             )
+
+    async def _refuse(self, send: Any, status: int, body: bytes) -> None:
+        with self._lock:
+            self._totals["errors"] += 1
+        await send_json(send, status, body)
 
     async def _chat(self, scope: dict, body: bytes, send: Any) -> None:
         if self.api_key is not None:
             headers = dict(scope.get("headers") or [])
             if headers.get(b"authorization", b"").decode("latin-1") != f"Bearer {self.api_key}":
-                self._count_error()
-                await _send(
-                    send,
-                    *_error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"),
+                return await self._refuse(
+                    send, 401, error_body("Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
                 )
-                return
         try:
             req = json.loads(body)
             if not isinstance(req, dict):
                 raise ValueError("body is not a JSON object")
         except ValueError as exc:
-            self._count_error()
-            await _send(
-                send, *_error(400, f"request body is not valid JSON ({exc})", "invalid_request_error")
+            return await self._refuse(
+                send, 400, error_body(f"request body is not valid JSON ({exc})", "invalid_request_error")
             )
-            return
         model, prompt = req.get("model"), prompt_of(req.get("messages"))
         if not isinstance(model, str) or prompt is None:
-            self._count_error()
-            await _send(
-                send,
-                *_error(
-                    400,
-                    "'model' (string) and 'messages' with a user turn are required",
-                    "invalid_request_error",
-                    param="messages" if isinstance(model, str) else "model",
-                ),
-            )
-            return
+            msg = "'model' (string) and 'messages' with a user turn are required"
+            param = "messages" if isinstance(model, str) else "model"
+            return await self._refuse(send, 400, error_body(msg, "invalid_request_error", param=param))
         if model not in self.records:
-            self._count_error()
-            await _send(
-                send,
-                *_error(
-                    404,
-                    f"The model {model!r} does not exist; this replay server has: {', '.join(self.models)}",
-                    "invalid_request_error",
-                    "model_not_found",
-                    "model",
-                ),
-            )
-            return
+            msg = f"The model {model!r} does not exist; this replay server has: {', '.join(self.models)}"
+            return await self._refuse(send, 404, error_body(msg, "invalid_request_error", "model_not_found", "model"))
         rec = self.records[model].get(prompt)
-        if rec is None:
-            self._count_error()
-            head = prompt[:80].replace("\n", " ")
-            await _send(
-                send,
-                *_error(
-                    404,
-                    f"no recorded answer of model {model!r} for this prompt "
-                    f"({len(prompt)} chars, starting {head!r})",
-                    "invalid_request_error",
-                    "prompt_not_found",
-                    "messages",
-                ),
-            )
-            return
+        canned = rec is None
+        if canned:
+            if self.unknown_prompts != "canned":
+                head = prompt[:80].replace("\n", " ")
+                msg = (
+                    f"no recorded answer of model {model!r} for this prompt ({len(prompt)} chars, starting {head!r}); "
+                    "start the replay server with --unknown-prompts canned to get a labelled placeholder instead"
+                )
+                return await self._refuse(
+                    send, 404, error_body(msg, "invalid_request_error", "prompt_not_found", "messages")
+                )
+            rec = self._canned(model, prompt)
         with self._lock:
             st = self._stats[(model, rec.sample_id)]
             n = st.requests
             st.requests += 1
             self._totals["requests"] += 1
+            self._totals["canned"] += canned
             fault = self._fault_for(model, prompt, n)
             if fault:
                 st.faults[fault] = st.faults.get(fault, 0) + 1
                 self._totals["faults"][fault] += 1
+        reply = Reply(
+            cid=f"chatcmpl-replay-{rec.sample_id}",
+            model=model,
+            content=rec.response,
+            usage=usage_of(rec.input_tokens, rec.output_tokens),
+            stream=bool(req.get("stream")),
+            include_usage=bool((req.get("stream_options") or {}).get("include_usage")),
+            extra={"replay_canned": True} if canned else None,
+            headers=((b"x-replay-canned", b"true"),) if canned else (),
+        )
         if self.latency_s > 0:
             await asyncio.sleep(self.latency_s)
         if fault:
-            await self._fault(fault, send)
+            await send_fault(
+                fault,
+                reply,
+                send,
+                retry_after_s=self.retry_after_s,
+                hang_s=self.hang_s,
+                stopping=lambda: self.stopping,
+            )
             return
-        if req.get("stream"):
-            await self._stream(model, rec, req, send)
-        else:
-            await _send(send, 200, json.dumps(_completion(model, rec)).encode())
+        await send_answer(reply, send)
         with self._lock:
             st.ok += 1
             self._totals["ok"] += 1
 
-    def _count_error(self) -> None:
-        with self._lock:
-            self._totals["errors"] += 1
-
-    async def _fault(self, kind: str, send: Any) -> None:
-        if kind == "429":
-            ra = self.retry_after_s
-            header = str(int(ra)) if float(ra).is_integer() else f"{ra:g}"
-            await _send(
-                send,
-                *_error(429, "Rate limit reached; retry later.", "rate_limit_error", "rate_limit_exceeded"),
-                extra_headers=[(b"retry-after", header.encode())],
-            )
-        elif kind == "500":
-            await _send(
-                send, *_error(500, "The server had an error while processing your request.", "server_error")
-            )
-        elif kind == "timeout":
-            deadline = time.monotonic() + self.hang_s
-            while time.monotonic() < deadline and not self.stopping:
-                await asyncio.sleep(0.05)
-            await _send(send, *_error(504, "replay server: injected timeout", "server_error"))
-        elif kind == "malformed":
-            await _send(
-                send, 200, b'{"id": "chatcmpl-replay", "object": "chat.completion", "choices": [{"mess'
-            )
-        elif kind == "drop":
-            # Promise a body, send part of it, then fail: the server closes the connection mid-response.
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
-                }
-            )
-            await send({"type": "http.response.body", "body": b'{"id": "chatcmpl-', "more_body": True})
-            raise _InjectedDrop("replay server: injected dropped connection")
-
-    async def _stream(self, model: str, rec: _Record, req: dict, send: Any) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
-            }
+    def _canned(self, model: str, prompt: str) -> _Record:
+        """The labelled placeholder answer of ``model`` to a prompt it has no recorded answer for."""
+        text = (
+            f"{CANNED_PREFIX} This replay server has recorded answers of {model} for "
+            f"{len(self.records[model])} prompts and this is not one of them, so this placeholder stands in "
+            "for the model's answer."
         )
-        cid, created = f"chatcmpl-replay-{rec.sample_id}", int(time.time())
-
-        def event(delta: dict, finish: str | None = None, usage: dict | None = None) -> bytes:
-            chunk: dict[str, Any] = {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-            if usage:
-                chunk["usage"] = usage
-            return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
-        text = rec.response
-        pieces = [text[i : i + 64] for i in range(0, len(text), 64)] or [""]
-        await send(
-            {
-                "type": "http.response.body",
-                "body": event({"role": "assistant", "content": ""}),
-                "more_body": True,
-            }
-        )
-        for piece in pieces:
-            await send({"type": "http.response.body", "body": event({"content": piece}), "more_body": True})
-        tail = event({}, "stop")
-        if (req.get("stream_options") or {}).get("include_usage"):
-            tail += event({}, usage=_usage(rec))
-        await send({"type": "http.response.body", "body": tail + b"data: [DONE]\n\n", "more_body": False})
-
-
-def _usage(rec: _Record) -> dict[str, int]:
-    return {
-        "prompt_tokens": rec.input_tokens,
-        "completion_tokens": rec.output_tokens,
-        "total_tokens": rec.input_tokens + rec.output_tokens,
-    }
-
-
-def _completion(model: str, rec: _Record) -> dict[str, Any]:
-    return {
-        "id": f"chatcmpl-replay-{rec.sample_id}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": rec.response}, "finish_reason": "stop"}
-        ],
-        "usage": _usage(rec),
-    }
-
-
-async def _send(send: Any, status: int, body: bytes, extra_headers: list | None = None) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
-    await send({"type": "http.response.body", "body": body})
+        key = "canned:" + hashlib.sha256(prompt.encode()).hexdigest()[:12]
+        return _Record(key, text, _tokens(float("nan"), prompt), _tokens(float("nan"), text))
 
 
 def build_replay_app(
@@ -404,11 +295,12 @@ def build_replay_app(
     *,
     latency_ms: float = 0.0,
     fault_rate: float = 0.0,
-    faults: Sequence[str] = FAULT_KINDS,
+    faults: Sequence[str] = DEFAULT_FAULTS,
     seed: int = 0,
     retry_after_s: float = 1.0,
     hang_s: float = 30.0,
     api_key: str | None = None,
+    unknown_prompts: str = "404",
 ) -> _ReplayApp:
     """The replay ASGI app without a server (e.g. for ``httpx.ASGITransport``); see :class:`ReplayServer`."""
     if not 0.0 <= fault_rate <= 1.0:
@@ -418,6 +310,10 @@ def build_replay_app(
         raise ConfigError(f"unknown fault kind(s) {unknown}; valid: {', '.join(FAULT_KINDS)}")
     if latency_ms < 0:
         raise ConfigError(f"latency_ms must be >= 0, got {latency_ms!r}")
+    if not (math.isfinite(hang_s) and hang_s >= 0):
+        raise ConfigError(f"hang_s must be a number of seconds >= 0, got {hang_s!r}")
+    if unknown_prompts not in UNKNOWN_PROMPT_MODES:
+        raise ConfigError(f"unknown_prompts must be one of {', '.join(UNKNOWN_PROMPT_MODES)}, got {unknown_prompts!r}")
     return _ReplayApp(
         table,
         latency_ms=latency_ms,
@@ -427,6 +323,7 @@ def build_replay_app(
         retry_after_s=retry_after_s,
         hang_s=hang_s,
         api_key=api_key,
+        unknown_prompts=unknown_prompts,
     )
 
 
@@ -439,11 +336,13 @@ class ReplayServer(BackgroundServer):
         port: Port to bind; 0 (default) picks a free one.
         latency_ms: Added delay before every answer.
         fault_rate: Share of requests that get an injected fault, in [0, 1].
-        faults: Which fault kinds to draw from (default all of :data:`FAULT_KINDS`).
+        faults: Which fault kinds to draw from (default :data:`DEFAULT_FAULTS`; all are in :data:`FAULT_KINDS`).
         seed: Seed of the fault sequence.
         retry_after_s: ``Retry-After`` seconds sent with an injected 429.
-        hang_s: How long an injected ``timeout`` holds the request.
+        hang_s: How long an injected ``timeout`` holds the request (and a ``slow_body`` takes).
         api_key: If set, requests must carry ``Authorization: Bearer <api_key>`` (else 401).
+        unknown_prompts: ``"404"`` (default) or ``"canned"``: answer prompts without a recorded answer with a
+            labelled placeholder (content starting with :data:`CANNED_PREFIX`).
 
     Example:
         >>> with ReplayServer(table) as srv:   # doctest: +SKIP
@@ -458,11 +357,12 @@ class ReplayServer(BackgroundServer):
         port: int = 0,
         latency_ms: float = 0.0,
         fault_rate: float = 0.0,
-        faults: Sequence[str] = FAULT_KINDS,
+        faults: Sequence[str] = DEFAULT_FAULTS,
         seed: int = 0,
         retry_after_s: float = 1.0,
         hang_s: float = 30.0,
         api_key: str | None = None,
+        unknown_prompts: str = "404",
     ) -> None:
         self.app = build_replay_app(
             table,
@@ -473,6 +373,7 @@ class ReplayServer(BackgroundServer):
             retry_after_s=retry_after_s,
             hang_s=hang_s,
             api_key=api_key,
+            unknown_prompts=unknown_prompts,
         )
         super().__init__(self.app, host=host, port=port, lifespan="off", name="replay server")
 

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from evals.exceptions import SchemaError
+from evals.graders.extract import extract_letter  # the one multiple-choice letter rule lives in the graders
 from evals.outcomes import DatasetCard, OutcomeTable
 from evals.prices import PriceTable
 from evals.sources.base import Source, source_registry
@@ -62,25 +62,8 @@ MODEL_NAMES: dict[str, str] = {
     "c4ai-command-r-v01": "command-r-v01",
 }
 
-_PRIMARY = re.compile(r"answer is \(?([A-J])\)?")
-_BOXED = re.compile(r"\\boxed\{\s*(?:\\text\{\s*)?\(?([A-J])\)?")
 LETTERS = "ABCDEFGHIJ"
 VERSION = "3"  # bump when the output of build() changes
-
-
-def extract_letter(text: str) -> str:
-    """The answer letter of one raw output by this module's rule, or "" when there is none.
-
-    Example:
-        >>> extract_letter("... so the answer is (C).")
-        'C'
-        >>> extract_letter("Therefore, the answer is \\\\(\\\\boxed{H}\\\\).")
-        'H'
-        >>> extract_letter("I think it is the second one.")
-        ''
-    """
-    m = _PRIMARY.search(text) or _BOXED.search(text)
-    return m.group(1) if m else ""
 
 
 def format_prompt(question: str, options: list[str]) -> str:

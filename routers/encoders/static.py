@@ -37,7 +37,7 @@ import numpy as np
 
 from evals.exceptions import DataNotFoundError
 from evals.paths import cache_dir
-from routers.embeddings import Encoder
+from routers.embeddings import Encoder, report_progress
 from routers.runtime import StaticTokenIds, static_embed, static_tokenizer
 
 __all__ = ["DISTILL_VERSION", "StaticEncoder", "distill"]
@@ -128,6 +128,7 @@ def distill(
                 ).last_hidden_state
                 # The sentence-transformers pooling of this model: the mean over all positions.
                 raw[s : s + n] = out.mean(dim=1).float().numpy()
+                report_progress("distilling minilm-static", s + n, len(ids))
     finally:
         torch.set_num_threads(old_threads)
 

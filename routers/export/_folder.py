@@ -24,8 +24,10 @@ files like any other.
 
 Trust decision (documented in the README of every export): checksums recorded in ``router.json`` detect
 accidental damage, but anyone who can edit the folder can also edit ``router.json``. So RouteLab executes the
-folder's ``runtime.py`` only when it is *byte-identical to the runtime shipped with the installed RouteLab*
-(``routers/runtime.py``); a runtime written by another RouteLab version is refused unless the caller passes
+folder's ``runtime.py`` only when it is *byte-identical to a runtime RouteLab shipped*: the installed
+``routers/runtime.py``, or one of the released runtimes listed by sha256 in
+:mod:`routers.export.released_runtimes` (so an export written by an earlier release keeps loading, with the
+runtime it was measured with). Any other runtime is refused unless the caller passes
 ``trust_foreign_runtime=True`` after reviewing it. The verified bytes themselves are compiled and executed (no
 second read, no ``__pycache__`` written or read), so the code that runs is the code that was checked.
 """
@@ -62,6 +64,7 @@ __all__ = [
     "checked_files",
     "exec_runtime",
     "installed_runtime_source",
+    "released_runtime_version",
     "sha256_bytes",
     "sha256_file",
 ]
@@ -138,6 +141,17 @@ def installed_runtime_source() -> bytes:
     if spec is None or spec.origin is None:  # pragma: no cover - a broken installation
         raise ExportError("routers.runtime is not installed; cannot export or verify a runtime")
     return Path(spec.origin).read_bytes()
+
+
+def released_runtime_version(source: bytes) -> str | None:
+    """Which RouteLab shipped this runtime source: ``"installed"`` for the installed ``routers/runtime.py``,
+    the version recorded in :data:`~routers.export.released_runtimes.RELEASED_RUNTIMES` for an earlier one,
+    None for a runtime RouteLab never shipped (a foreign one)."""
+    from routers.export.released_runtimes import RELEASED_RUNTIMES
+
+    if source == installed_runtime_source():
+        return "installed"
+    return RELEASED_RUNTIMES.get(sha256_bytes(source))
 
 
 def exec_runtime(source: bytes, origin: Path) -> types.ModuleType:

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from routers.export import _folder as F
-from routers.export.exporter import verify_folder
+from routers.export._arrays import inspect_arrays
+from routers.export._manifest import declared_arrays
+from routers.export.loader import verify_folder
 
 __all__ = ["log_exported", "model_signature"]
 
@@ -58,7 +60,8 @@ def log_exported(
     """Log a verified export folder to the active MLflow run (one is started if none is active).
 
     Args:
-        folder: The export folder (checked with :func:`~routers.export.verify_folder` first).
+        folder: The export folder (checked with :func:`~routers.export.verify_folder` and its arrays' headers
+            with :func:`routers.export._arrays.inspect_arrays` first).
         name: The model's name inside the run.
         registered_model_name: Also register it in the model registry under this name.
         trust_foreign_runtime: See :func:`~routers.export.load_exported`.
@@ -70,6 +73,8 @@ def log_exported(
 
     root = Path(folder)
     manifest, _ = verify_folder(root, trust_foreign_runtime=trust_foreign_runtime)
+    # arrays.npz's sizes, dtypes and shapes against router.json, from its headers (nothing decompressed).
+    inspect_arrays(root / F.ARRAYS, declared_arrays(manifest, root / F.MANIFEST))
     requirements = list(manifest.get("requirements") or ["numpy", "pandas"])
     requirements.append(f"mlflow=={metadata.version('mlflow')}")
     artifacts = {

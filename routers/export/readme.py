@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from evals.formatting import POINT_TEST_FRONTIER, POINT_VALIDATION_CHOSEN
+from routers.export.measurement import Measurement
+
 __all__ = ["render_readme"]
 
 
@@ -16,23 +19,23 @@ def _fmt_price(p: Mapping[str, Any]) -> str:
 
 
 def _measurement_lines(m: Mapping[str, Any] | None) -> list[str]:
+    """The measured numbers at the exported point, as ``routelab export`` prints them (one story per number)."""
     if not m:
         return [
             "Not recorded: this export was made without an evaluation at its operating point. Run",
             "`routelab eval` on your config and export from its MLflow run to get measured savings here.",
         ]
-    lines = []
-    for key, value in m.items():
-        if isinstance(value, float):
-            value = f"{value:.6g}"
-        elif (
-            isinstance(value, (list, tuple))
-            and len(value) == 2
-            and all(isinstance(v, (int, float)) for v in value)
-        ):
-            value = f"[{value[0]:.6g}, {value[1]:.6g}] (95% CI)"
-        lines.append(f"- **{key}**: {value}")
-    return lines
+    measured = Measurement.from_dict(m)
+    lines = [f"- {line}" for line in measured.lines()]
+    if measured.point is None:
+        lines.append("- point: not stated (an export written before measurements said which point they are)")
+    why = {
+        POINT_VALIDATION_CHOSEN: " The operating point was chosen on the validation split, so these test numbers"
+        " are what a deployment of it should expect.",
+        POINT_TEST_FRONTIER: " A point read off the test frontier was chosen with test outcomes: an optimistic"
+        " figure.",
+    }.get(measured.point or "", "")
+    return [*lines, "", "Intervals are paired 95% bootstrap intervals (95% CI) against the best single model." + why]
 
 
 def _encoder_needs(enc: str | None, bundled: Mapping[str, Any] | None = None) -> str:
@@ -238,11 +241,28 @@ def render_readme(
             else []
         ),
         "- `runtime.py`: numpy-only inference; the only code RouteLab runs from this folder, and only when",
-        "  it is byte-identical to the runtime of the installed RouteLab (else re-export, or",
-        "  `--trust-runtime`).",
+        "  it is byte-identical to a runtime RouteLab shipped: the installed one or a released one (listed by",
+        "  sha256 in `routers/export/released_runtimes.py`), so later RouteLab versions keep loading this",
+        "  folder with the runtime it was measured with. Any other runtime: re-export, or `--trust-runtime`.",
+        "- `arrays.npz` is checked before anything in it is decompressed: each array's size, dtype and shape",
+        "  (from the zip directory and `.npy` headers) against `arrays` in `router.json` and the router's state;",
+        "  a malformed field of `router.json` is refused with one line naming it.",
         '- `mlflow_model.py`: the MLflow pyfunc ("model from code"); `routers.export.log_exported(folder)`',
         "  logs it to the active MLflow run; loading it needs numpy, pandas and mlflow" + _encoder_needs(enc, bundled),
         "- `upstreams.toml`, `README.md`: yours to edit; any other file makes loading fail.",
+        "",
+        # Trust model of upstreams.toml (section added by the proxy's owner; see routers/export/upstreams.py).
+        "## Trust model of `upstreams.toml`",
+        "",
+        "`upstreams.toml` decides where prompts and upstream keys go, so treat it like code: review changes and",
+        "let only the people who deploy the proxy edit it. It holds the *names* of key variables, never keys.",
+        "The proxy refuses to start when an upstream's `api_key_env` is its own client-key variable (that would",
+        "send the client keys upstream), when a `base_url` is plain `http://` to another machine without",
+        "`allow_insecure = true`, or when any field has the wrong type or range (a one-line error names it).",
+        "Keys go only to their own upstream (redirects are never followed) and are scrubbed from every answer.",
+        "`[proxy]` limits: `request_deadline_s` (a request's attempts and fallbacks share it, then 504),",
+        "`max_fallback_hops`, `max_response_bytes`, `header_timeout_s`, `body_timeout_s`, `keep_alive_s`,",
+        "`max_connections` (503 past it); `passthrough_upstream` names where unknown model names go (unset: 404).",
         "",
     ]
     return "\n".join(lines)

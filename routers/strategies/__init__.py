@@ -18,4 +18,5 @@ from routers.strategies import (
     mf,  # noqa: F401  matrix factorisation (RouteLLM MF, N models)
     provider,  # noqa: F401  cheapest provider within a latency bound, with failover
     rules,  # noqa: F401  rules from a config file
+    stacked,  # noqa: F401  calibrated stack of an embedding router and the category prior
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,9 +12,12 @@ from evals.exceptions import ConfigError
 from evals.outcomes import OutcomeTable
 from routers import runtime
 from routers.base import Policy, Queries, Router, ScorePolicy
+from routers.text_selection import TextSelector
 
 __all__ = [
+    "TEXT_WINDOW_CHARS",
     "EmbeddingRouter",
+    "TextSelectionNotExportable",
     "FixedPolicy",
     "PinnedPolicy",
     "RuntimeRouter",
@@ -141,17 +145,51 @@ def resolve_model(name: str | None, models: Sequence[str], param: str, default: 
     return list(models).index(name)
 
 
+#: Each encoder's window in characters (about 4 per word piece), where ``text != "full"`` keeps head and tail:
+#: MiniLM reads 256 word pieces, the static encoder 512; ``hash-bow`` reads everything.
+TEXT_WINDOW_CHARS = {"minilm": 1000, "minilm-static": 2000}
+
+
+class TextSelectionNotExportable(ConfigError):
+    """An embedding router fitted with ``text != "full"``: the export runtime does not select text yet."""
+
+
 class EmbeddingRouter(RuntimeRouter):
     """Base of routers on prompt embeddings: builds the train features the same way the runtime does.
 
     Subclasses set ``encoder`` and ``use_category`` params; ``_features_meta`` returns the meta keys that
     define featurisation (encoder, use_category, categories, ...) and :meth:`_train_features` the matrix.
+
+    Text selection (:mod:`routers.text_selection`): a subclass that takes a ``text`` parameter (declared
+    ``options(*TEXT_MODES)``, default ``"full"``) embeds the text that rule selects. ``"full"`` is the
+    behaviour without the parameter, bit for bit. Any other value is learned in ``_features_meta`` (the first
+    step of every ``_fit``) into ``text_selector_`` and applied to train and routed prompts alike; such a
+    router is measured in the workbench but not exportable yet (:attr:`requires_runtime_text_selection`;
+    :meth:`export_state` refuses), because the export runtime does not apply the rule.
     """
 
     _category_scale: float = 1.0
     _normalise: bool = False
 
+    @property
+    def requires_runtime_text_selection(self) -> bool:
+        """Whether routing needs :mod:`routers.text_selection` applied before the runtime (``text != "full"``).
+
+        An exporter must refuse such a router until the runtime applies ``meta["text_selection"]``.
+        """
+        return str(getattr(self, "text", "full")) != "full"
+
+    def _text_selector(self) -> TextSelector | None:
+        return getattr(self, "text_selector_", None)
+
+    def _select(self, prompts: Sequence[str]) -> list[str]:
+        sel = self._text_selector()
+        return list(prompts) if sel is None else sel.select_many(prompts)
+
     def _features_meta(self, train: OutcomeTable) -> dict[str, Any]:
+        if self.requires_runtime_text_selection:
+            window = TEXT_WINDOW_CHARS.get(str(self.encoder))
+            self.text_selector_ = TextSelector.fit(train.prompts, str(self.text), max_chars=window)
         meta: dict[str, Any] = {
             "encoder": str(self.encoder),
             "use_category": bool(getattr(self, "use_category", False)),
@@ -179,20 +217,74 @@ class EmbeddingRouter(RuntimeRouter):
 
     def _train_features(self, train: OutcomeTable, feature_meta: dict[str, Any]) -> np.ndarray:
         probe = runtime.load_state({**self._base_meta("linear"), **feature_meta}, {})
-        return probe.features(train.prompts, [str(c) for c in train.categories])
+        return probe.features(self._select(train.prompts), [str(c) for c in train.categories])
+
+    # With a text rule, the runtime sees the selected texts; with "full", these are the RuntimeRouter's own.
+    def predict_quality(self, queries: Queries) -> np.ndarray:
+        """Predicted quality per (query, model) on the selected text of each prompt."""
+        return super().predict_quality(self._selected(queries))
+
+    def predict_cost(self, queries: Queries) -> np.ndarray:
+        """Predicted dollars per (query, model) on the selected text of each prompt."""
+        return super().predict_cost(self._selected(queries))
+
+    def route_indices(self, queries: Queries, lam: float) -> np.ndarray:
+        """Index of the chosen model per query, deciding on the selected text of each prompt."""
+        return super().route_indices(self._selected(queries), lam)
+
+    def _selected(self, queries: Queries) -> Queries:
+        self._check_fitted()
+        if self._text_selector() is None:
+            return queries
+        return Queries(tuple(self._select(queries.prompts)), queries.categories)
+
+    def export_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The fitted state (see :meth:`RuntimeRouter.export_state`); refused while ``text != "full"``.
+
+        Raises:
+            TextSelectionNotExportable: the router selects text, which the export runtime does not do yet.
+        """
+        self._check_fitted()
+        if self.requires_runtime_text_selection:
+            from routers.registry import name_of
+
+            raise TextSelectionNotExportable(
+                f"router {name_of(type(self))!r} with text={self.text!r} cannot be exported yet: the export "
+                "runtime routes on the full prompt; fit it with text='full' to export"
+            )
+        return super().export_state()
+
+    def text_selection_state(self) -> dict[str, Any] | None:
+        """The learned text rule as JSON (:meth:`TextSelector.to_state`), or None with ``text = "full"``."""
+        self._check_fitted()
+        sel = self._text_selector()
+        return None if sel is None else sel.to_state()
 
 
 def fit_logistic(
-    x: np.ndarray, y: np.ndarray, c: float, random_state: int | None = 0
+    x: np.ndarray, y: np.ndarray, c: float, random_state: int | None = 0, *, solver: str = "lbfgs"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-column logistic regression of scores ``y`` (n, m) in [0, 1] on ``x``: (weights (m, d), bias (m,)).
 
-    Fractional scores (judge grades) are fitted as soft labels: each row counts as a positive with weight
-    ``y`` and a negative with weight ``1 - y``. A column with a single class gets zero weights and the
-    (smoothed) log-odds of its mean as bias.
+    Both solvers minimise ``sum(-y log p - (1 - y) log(1 - p)) + |w|^2 / (2 c)`` with the intercept
+    unpenalised (scikit-learn's ``LogisticRegression(C=c)``); fractional scores (judge grades) count as soft
+    labels.
+
+    Args:
+        x: Features (n, d).
+        y: Scores (n, m) in [0, 1], one regression per column.
+        c: Inverse L2 strength.
+        random_state: Seed of scikit-learn's solver (``lbfgs`` only).
+        solver: ``"lbfgs"`` (scikit-learn; for many features, e.g. embeddings) or ``"newton"`` (exact Newton
+            steps; far faster on a handful of features, as in the cascade's per-stage scorers).
+
+    A column with a single class gets zero weights and the log-odds of its (smoothed, for ``lbfgs``; clipped to
+    [0.001, 0.999], for ``newton``) mean as bias.
     """
     from threadpoolctl import threadpool_limits
 
+    if solver not in ("lbfgs", "newton"):
+        raise ValueError(f"solver must be 'lbfgs' or 'newton', got {solver!r}")
     n, m = y.shape
     weights = np.zeros((m, x.shape[1]))
     bias = np.zeros(m)
@@ -200,8 +292,36 @@ def fit_logistic(
     # One BLAS thread: these small solves gain nothing from threads, and on a busy 2-core machine
     # oversubscribed BLAS threads made fits ~15x slower.
     with threadpool_limits(limits=1):
-        _fit_columns(x, y, c, random_state, weights, bias, binary)
+        if solver == "newton":
+            for j in range(m):
+                weights[j], bias[j] = _newton_column(x, y[:, j], c)
+        else:
+            _fit_columns(x, y, c, random_state, weights, bias, binary)
     return weights, bias
+
+
+def _newton_column(z: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    """One column of :func:`fit_logistic` by Newton's method: ``(coef (d,), intercept)``."""
+    y = np.asarray(y, dtype=float)
+    n, d = z.shape
+    mean = float(y.mean()) if n else 0.5
+    p0 = min(max(mean, 1e-3), 1 - 1e-3)
+    beta = np.zeros(d + 1)
+    beta[-1] = math.log(p0 / (1 - p0))
+    if n == 0 or mean <= 0.0 or mean >= 1.0:
+        return beta[:-1], float(beta[-1])
+    x = np.hstack([z, np.ones((n, 1))])
+    penalty = np.full(d + 1, 1.0 / float(c))
+    penalty[-1] = 0.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -35, 35)))
+        grad = x.T @ (p - y) + penalty * beta
+        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty) + 1e-9 * np.eye(d + 1)
+        step = np.linalg.solve(hess, grad)
+        beta -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return beta[:-1].copy(), float(beta[-1])
 
 
 def _fit_columns(

@@ -38,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from evals.exceptions import ConfigError, SchemaError
+from evals.exceptions import SchemaError
 from evals.outcomes import OutcomeTable
 from routers.base import Policy, Queries, Router
+from routers.params import real, seed
 from routers.registry import register_router
 from routers.runtime import (
     STATE_FORMAT,
@@ -79,6 +80,13 @@ class AdaptiveRouter(Router):
             prompt falls below ``explore``, so the decision is a pure function of state and request).
     """
 
+    parameter_constraints = {
+        "prior_strength": real(low=0, closed="neither"),
+        "forgetting": real(low=0, high=1, closed="right"),
+        "explore": real(low=0, high=1, closed="left"),
+        "smoothing": real(low=0),
+        "random_state": seed(),
+    }
     exportable = True  # runtime kind "adaptive": the export decides alike and learns from POST /v1/feedback
 
     def __init__(
@@ -98,14 +106,7 @@ class AdaptiveRouter(Router):
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: OutcomeTable) -> None:
-        if not float(self.prior_strength) > 0:
-            raise ConfigError(f"adaptive prior_strength must be > 0, got {self.prior_strength!r}")
-        if not 0 < float(self.forgetting) <= 1:
-            raise ConfigError(f"adaptive forgetting must be in (0, 1], got {self.forgetting!r}")
-        if not 0 <= float(self.explore) < 1:
-            raise ConfigError(f"adaptive explore must be in [0, 1), got {self.explore!r}")
-        if not float(self.smoothing) >= 0:
-            raise ConfigError(f"adaptive smoothing must be >= 0, got {self.smoothing!r}")
+        # Parameter ranges are checked by ``fit`` against ``parameter_constraints``.
         q = train.quality
         cats = np.asarray([str(c) for c in train.categories], dtype=object)
         overall = q.mean(axis=0)

@@ -10,6 +10,7 @@ from evals.exceptions import ConfigError
 from evals.outcomes import OutcomeTable
 from routers import runtime
 from routers.base import Policy, Queries, Router, ScorePolicy
+from routers.params import model_name, seed
 from routers.registry import register_router
 from routers.strategies._common import FixedPolicy, RuntimeRouter, resolve_model
 
@@ -39,6 +40,8 @@ class SingleModelRouter(RuntimeRouter):
     Args:
         model: Model name; None picks the model with the highest mean quality on the train table.
     """
+
+    parameter_constraints = {"model": model_name()}
 
     def __init__(self, *, model: str | None = None):
         self.model = model
@@ -100,6 +103,8 @@ class RandomMixRouter(RuntimeRouter):
         random_state: Seed of the per-prompt draw.
     """
 
+    parameter_constraints = {"weak": model_name(), "strong": model_name(), "random_state": seed()}
+
     def __init__(self, *, weak: str | None = None, strong: str | None = None, random_state: int = 0):
         self.weak = weak
         self.strong = strong
@@ -144,6 +149,10 @@ class OracleRouter(Router):
 
     exportable = False
     uses_outcomes_at_route_time = True
+    parameter_constraints = {}
+    _expected_failed_checks = {
+        "routes_new_prompts": "a reference line: it reads each sample's recorded scores, so a new prompt has none",
+    }
 
     def __init__(self) -> None:
         pass

@@ -40,9 +40,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evals.exceptions import ConfigError, SchemaError
+from evals.metrics import nondecreasing_hull_indices
 from evals.outcomes import OutcomeTable
-from routers.base import Policy, Queries, Router
+from routers.base import Policy, Queries, Router, check_operating_point
+from routers.params import integer, json_list, real, seed
 from routers.registry import register_router
+from routers.runtime import sigmoid
+from routers.strategies._common import fit_logistic, per_category_mean
 
 __all__ = ["CascadePolicy", "CascadeRouter", "CascadeTrace", "answer_features", "extract_answer"]
 
@@ -145,8 +149,18 @@ class CascadeRouter(Router):
         random_state: Unused by the (deterministic) solver; kept so that every router takes a seed.
     """
 
+    parameter_constraints = {
+        "models": json_list(),
+        "max_stages": integer(low=1),
+        "C": real(low=0, closed="neither"),
+        "prior_smoothing": real(low=0),
+        "random_state": seed(),
+    }
     exportable = False  # needs each stage's answer text: a proxy runs it via route_with_answers, not route()
     uses_outcomes_at_route_time = True
+    _expected_failed_checks = {
+        "routes_new_prompts": "needs each stage's answer to decide: new prompts go through route_with_answers()",
+    }
 
     def __init__(
         self,
@@ -165,13 +179,11 @@ class CascadeRouter(Router):
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: OutcomeTable) -> None:
-        if int(self.max_stages) < 1:
-            raise ConfigError(f"cascade max_stages must be >= 1, got {self.max_stages!r}")
-        if not float(self.C) > 0:
-            raise ConfigError(f"cascade C must be > 0, got {self.C!r}")
+        # Parameter ranges are checked by ``fit`` against ``parameter_constraints``.
         q, c = train.quality, train.cost
-        self._fit_priors(train)
         texts = train.wide_text("response")
+        _require_responses(texts, self.models_, "the train table", every_model=True)
+        self._fit_priors(train)
         prompts = list(train.prompts)
         cats = [str(x) for x in train.categories]
         cache: dict[int, tuple[np.ndarray, list[str]]] = {}
@@ -187,21 +199,18 @@ class CascadeRouter(Router):
             idx = [self.models_.index(m) for m in chain]
         else:
             idx = self._choose_chain(q, c, texts, prompts, cats, cache)
+        _require_responses(texts[:, idx], [self.models_[i] for i in idx], "the train table")
         self.chain_ = tuple(self.models_[i] for i in idx)
         self.chain_index_ = np.asarray(idx, dtype=int)
         self.stage_cost_ = np.asarray(c.mean(axis=0)[idx], dtype=float)
         self.scorers_ = self._fit_scorers(idx, q, self._stage_features(idx, texts, prompts, cats, cache))
 
     def _fit_priors(self, train: OutcomeTable) -> None:
-        q = train.quality
         cats = np.asarray([str(x) for x in train.categories], dtype=object)
-        overall = q.mean(axis=0)
-        k = float(self.prior_smoothing)
-        self.category_prior_ = {}
-        for cat in sorted(set(cats)):
-            rows = cats == cat
-            self.category_prior_[cat] = (q[rows].sum(axis=0) + k * overall) / (rows.sum() + k)
-        self.overall_prior_ = overall
+        vocab = sorted(set(cats))  # "" included: samples without a category get their own prior row
+        table = per_category_mean(train.quality, cats, vocab, float(self.prior_smoothing))
+        self.category_prior_ = dict(zip(vocab, table[:-1], strict=True))
+        self.overall_prior_ = table[-1]
 
     def _prior(self, model_idx: int, cats: Sequence[str]) -> np.ndarray:
         out = np.empty(len(cats))
@@ -252,14 +261,14 @@ class CascadeRouter(Router):
         self, idx: Sequence[int], q: np.ndarray, feats: list[np.ndarray]
     ) -> list[dict[str, np.ndarray]]:
         scorers = []
-        for s, j in enumerate(idx):
+        for s in range(len(idx)):
             x = feats[s]
             mu, sd = x.mean(axis=0), x.std(axis=0)
             sd = np.where(sd > 1e-9, sd, 1.0)
             z = (x - mu) / sd
-            conf = _logit_fit(z, q[:, j], self.C)
-            later = [_logit_fit(z, q[:, j], self.C) for j in idx[s + 1 :]]
-            scorers.append({"mu": mu, "sd": sd, "conf": conf, "later": later})
+            # Column 0: is this stage's answer right; the others: would each later stage's be.
+            coef, intercept = fit_logistic(z, q[:, list(idx[s:])], float(self.C), solver="newton")
+            scorers.append({"mu": mu, "sd": sd, "coef": coef, "intercept": intercept})
         return scorers
 
     def _choose_chain(
@@ -272,7 +281,7 @@ class CascadeRouter(Router):
         cache: dict[int, tuple[np.ndarray, list[str]]],
     ) -> list[int]:
         mean_c, mean_q = c.mean(axis=0), q.mean(axis=0)
-        hull = _cost_quality_hull(mean_c, mean_q)
+        hull = nondecreasing_hull_indices(mean_c, mean_q).tolist()  # the models worth chaining
         if len(hull) <= 1 or int(self.max_stages) == 1:
             return [hull[-1]] if int(self.max_stages) == 1 else hull
         best = hull[-1]
@@ -337,7 +346,7 @@ class CascadeRouter(Router):
             >>> router.route_with_answers("2+2?", ask, lam=0.05).model  # doctest: +SKIP
         """
         self._check_fitted()
-        _check_lam(lam)
+        check_operating_point(lam)
         cats = [category or ""]
         texts = np.empty((1, len(self.models_)), dtype=object)
         texts[:] = ""
@@ -349,7 +358,7 @@ class CascadeRouter(Router):
             feats = self._stage_features(self.chain_index_[: s + 1], texts, [prompt], cats)
             sc = self.scorers_[s]
             z = (feats[s] - sc["mu"]) / sc["sd"]
-            conf = float(_logit_predict(sc["conf"], z)[0])
+            conf = float(_scores(sc, z)[0, 0])
             trace.calls.append((model, conf))
             trace.model, trace.answer = model, answer
             if s + 1 == len(self.chain_index_):
@@ -371,9 +380,9 @@ class CascadeRouter(Router):
             raise SchemaError(f"the table lacks cascade model(s) {missing}")
         table = self._align(table)
         cats = [str(x) for x in table.categories] if use_categories else [""] * table.n_samples
-        feats = self._stage_features(
-            self.chain_index_, table.wide_text("response"), list(table.prompts), cats
-        )
+        texts = table.wide_text("response")
+        _require_responses(texts[:, self.chain_index_], list(self.chain_), "the table to replay")
+        feats = self._stage_features(self.chain_index_, texts, list(table.prompts), cats)
         return _replay(
             self.chain_index_,
             self.scorers_,
@@ -382,6 +391,30 @@ class CascadeRouter(Router):
             table.cost,
             self.stage_cost_,
             models=self.models_,
+        )
+
+
+def _require_responses(texts: np.ndarray, models: Sequence[str], where: str, *, every_model: bool = False) -> None:
+    """Refuse to fit or replay on answers that are not there (the confidence is read from them).
+
+    Args:
+        texts: (n, len(models)) recorded responses.
+        models: The models of the columns.
+        where: How to name the table in the message.
+        every_model: Only refuse when no model at all has a response (the chain is not chosen yet);
+            otherwise refuse when any of ``models`` has none.
+
+    Raises:
+        ConfigError: naming the models without a single non-empty response.
+    """
+    has = [any(isinstance(t, str) and t.strip() for t in texts[:, j]) for j in range(texts.shape[1])]
+    empty = [m for m, ok in zip(models, has, strict=True) if not ok]
+    if (every_model and len(empty) == len(models)) or (not every_model and empty):
+        what = "any model" if len(empty) == len(models) else f"model(s) {', '.join(map(repr, empty))}"
+        raise ConfigError(
+            f"cascade: {where} has no recorded responses for {what} (its 'response' column is empty there), and "
+            "a cascade decides from each stage's answer: collect answers first (routelab collect) or use a "
+            "router that decides from the prompt"
         )
 
 
@@ -412,11 +445,12 @@ def _critical(scorer: dict, z: np.ndarray, stage_cost: np.ndarray, s: int) -> np
     ``lam * (P(stage j right) - P(stage s right)) > cost of stages s+1..j``. The critical point is the
     smallest over ``j`` of ``cost(s+1..j) / gain_j`` among positive gains.
     """
-    conf = _logit_predict(scorer["conf"], z)
+    p = _scores(scorer, z)
+    conf = p[:, 0]
     paid = np.cumsum(np.asarray(stage_cost, dtype=float)[s + 1 :])
     crit = np.full(len(z), np.inf)
-    for later, pay in zip(scorer["later"], paid, strict=True):
-        gain = _logit_predict(later, z) - conf
+    for later, pay in zip(p[:, 1:].T, paid, strict=True):
+        gain = later - conf
         with np.errstate(divide="ignore"):
             crit = np.minimum(crit, np.where(gain > 0, pay / np.where(gain > 0, gain, 1.0), np.inf))
     return crit
@@ -458,7 +492,7 @@ class CascadePolicy(Policy):
 
     def stops(self, lam: float) -> np.ndarray:
         """Index (into the chain) of the answering stage per sample."""
-        _check_lam(lam)
+        check_operating_point(lam)
         return (self.thresholds < lam).sum(axis=1)
 
     def outcomes(self, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -502,59 +536,6 @@ class CascadePolicy(Policy):
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_lam(lam: float) -> None:
-    if not np.isfinite(lam) or lam < 0:
-        raise ValueError(f"operating point must be a finite number >= 0, got {lam!r}")
-
-
-def _cost_quality_hull(cost: np.ndarray, quality: np.ndarray) -> list[int]:
-    """Indices on the upper-left (cost, quality) hull, cheapest first (the models worth chaining)."""
-    order = sorted(range(len(cost)), key=lambda i: (cost[i], -quality[i]))
-    hull: list[int] = []
-    for i in order:
-        if hull and quality[i] <= quality[hull[-1]]:
-            continue  # dominated: dearer and not better
-        while len(hull) >= 2:
-            a, b = hull[-2], hull[-1]
-            # Drop b if it lies on or below the segment a -> i (concave hull).
-            if (quality[b] - quality[a]) * (cost[i] - cost[a]) <= (quality[i] - quality[a]) * (
-                cost[b] - cost[a]
-            ):
-                hull.pop()
-            else:
-                break
-        hull.append(i)
-    return hull
-
-
-def _logit_fit(z: np.ndarray, y: np.ndarray, C: float) -> dict[str, np.ndarray]:
-    """L2-regularised logistic regression of a score in [0, 1] (fractional scores are soft labels).
-
-    Minimises ``sum(-y log p - (1 - y) log(1 - p)) + |w|^2 / (2 C)`` (intercept unpenalised, as in
-    scikit-learn's ``LogisticRegression(C=C)``) by Newton's method: a few exact steps on a handful of
-    features, far faster than a general solver here.
-    """
-    y = np.asarray(y, dtype=float)
-    n, d = z.shape
-    mean = float(y.mean()) if n else 0.5
-    p0 = min(max(mean, 1e-3), 1 - 1e-3)
-    beta = np.zeros(d + 1)
-    beta[-1] = math.log(p0 / (1 - p0))
-    if n == 0 or mean <= 0.0 or mean >= 1.0:
-        return {"coef": beta[:-1], "intercept": np.array(beta[-1])}
-    x = np.hstack([z, np.ones((n, 1))])
-    penalty = np.full(d + 1, 1.0 / float(C))
-    penalty[-1] = 0.0
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-np.clip(x @ beta, -35, 35)))
-        grad = x.T @ (p - y) + penalty * beta
-        hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty) + 1e-9 * np.eye(d + 1)
-        step = np.linalg.solve(hess, grad)
-        beta -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return {"coef": beta[:-1].copy(), "intercept": np.array(beta[-1])}
-
-
-def _logit_predict(params: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-(z @ params["coef"] + float(params["intercept"]))))
+def _scores(scorer: dict, z: np.ndarray) -> np.ndarray:
+    """Per sample, P(this stage's answer is right) then P(each later stage's is right): shape (n, 1 + later)."""
+    return sigmoid(z @ scorer["coef"].T + scorer["intercept"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from evals.outcomes import OutcomeTable
+from routers.params import boolean, real
 from routers.registry import register_router
 from routers.strategies._common import RuntimeRouter, category_vocabulary, per_category_mean
 
@@ -27,6 +28,8 @@ class CategoryRouter(RuntimeRouter):
         smoothing: Pseudo-count of the global mean in each category's estimate.
         per_category_cost: Predict cost per category rather than one mean per model.
     """
+
+    parameter_constraints = {"smoothing": real(low=0), "per_category_cost": boolean()}
 
     def __init__(self, *, smoothing: float = 2.0, per_category_cost: bool = True):
         self.smoothing = smoothing

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from evals.outcomes import OutcomeTable
+from routers.params import boolean, encoder_name, options, real
 from routers.registry import register_router
 from routers.strategies._common import EmbeddingRouter, fit_logistic
+from routers.text_selection import TEXT_MODES
 
 __all__ = ["ClassifierRouter"]
 
@@ -27,14 +29,26 @@ class ClassifierRouter(EmbeddingRouter):
             shrinkage: unshrunk fits on 384-dimensional embeddings give over-confident probabilities, and the
             operating point chosen on validation then transfers badly to test. 0.01 was chosen among
             {1, 0.1, 0.02, 0.01} on MMLU-Pro *validation* savings (bench/router_quality_stacked.py).
+        text: Which text of each prompt is embedded (:mod:`routers.text_selection`): ``"full"`` (default,
+            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; other than ``"full"`` is not
+            exportable yet.
     """
 
+    parameter_constraints = {
+        "encoder": encoder_name(),
+        "use_category": boolean(),
+        "C": real(low=0, closed="neither"),
+        "text": options(*TEXT_MODES),
+    }
     _test_params = {"encoder": "hash-bow-256"}
 
-    def __init__(self, *, encoder: str = "minilm", use_category: bool = True, C: float = 0.01):
+    def __init__(
+        self, *, encoder: str = "minilm", use_category: bool = True, C: float = 0.01, text: str = "full"
+    ):
         self.encoder = encoder
         self.use_category = use_category
         self.C = C
+        self.text = text
 
     def _fit(self, train: OutcomeTable) -> None:
         fmeta = self._features_meta(train)

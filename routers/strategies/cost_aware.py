@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from evals.outcomes import OutcomeTable
+from routers.params import boolean, encoder_name, options, real
 from routers.registry import register_router
 from routers.strategies._common import EmbeddingRouter, fit_logistic
+from routers.text_selection import TEXT_MODES
 
 __all__ = ["CostAwareRouter", "fit_prices"]
 
@@ -60,17 +62,34 @@ class CostAwareRouter(EmbeddingRouter):
         use_category: Append the one-hot category to the features.
         C: Inverse regularisation of the quality logistic regressions.
         alpha: Ridge penalty of the output-length regression.
+        text: Which text of each prompt is embedded (:mod:`routers.text_selection`): ``"full"`` (default,
+            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; other than ``"full"`` is not
+            exportable yet.
     """
 
+    parameter_constraints = {
+        "encoder": encoder_name(),
+        "use_category": boolean(),
+        "C": real(low=0, closed="neither"),
+        "alpha": real(low=0),
+        "text": options(*TEXT_MODES),
+    }
     _test_params = {"encoder": "hash-bow-256"}
 
     def __init__(
-        self, *, encoder: str = "minilm", use_category: bool = True, C: float = 1.0, alpha: float = 1.0
+        self,
+        *,
+        encoder: str = "minilm",
+        use_category: bool = True,
+        C: float = 1.0,
+        alpha: float = 1.0,
+        text: str = "full",
     ):
         self.encoder = encoder
         self.use_category = use_category
         self.C = C
         self.alpha = alpha
+        self.text = text
 
     def _fit(self, train: OutcomeTable) -> None:
         from sklearn.linear_model import Ridge

@@ -9,6 +9,7 @@ import numpy as np
 
 from evals.exceptions import ConfigError
 from evals.outcomes import OutcomeTable
+from routers.params import encoder_name, json_list, seed
 from routers.registry import make_router, register_router
 from routers.strategies._common import RuntimeRouter, category_vocabulary, per_category_mean
 
@@ -41,6 +42,7 @@ class EnsembleRouter(RuntimeRouter):
         random_state: Passed to members that take one.
     """
 
+    parameter_constraints = {"members": json_list(), "encoder": encoder_name(), "random_state": seed()}
     _test_params = {
         "encoder": "hash-bow-256",
         "members": [

@@ -36,8 +36,10 @@ import numpy as np
 
 from evals.exceptions import ConfigError
 from evals.outcomes import OutcomeTable
+from routers.params import boolean, encoder_name, integer, options, real, seed
 from routers.registry import register_router
 from routers.strategies._common import EmbeddingRouter, category_vocabulary, fit_logistic, per_category_mean
+from routers.text_selection import TEXT_MODES
 
 __all__ = ["IRTBlendRouter", "fit_factor_model", "ridge_fit"]
 
@@ -65,8 +67,26 @@ class IRTBlendRouter(EmbeddingRouter):
             (output lengths differ by subject); False = one mean cost per model (what a two-model,
             strong-call-share view such as APGR assumes).
         random_state: Seed of the fold assignment.
+        text: Which text of each prompt is embedded (:mod:`routers.text_selection`): ``"full"`` (default,
+            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; other than ``"full"`` is not
+            exportable yet.
     """
 
+    parameter_constraints = {
+        "encoder": encoder_name(),
+        "use_category": boolean(),
+        "C": real(low=0, closed="neither"),
+        "factors": integer(low=0),
+        "factor_alpha": real(low=0),
+        "factor_C": real(low=0, closed="neither"),
+        "folds": integer(low=2),
+        "weight_linear": real(low=0),
+        "weight_factors": real(low=0),
+        "weight_category": real(low=0),
+        "per_category_cost": boolean(),
+        "random_state": seed(),
+        "text": options(*TEXT_MODES),
+    }
     _test_params = {"encoder": "hash-bow-256", "folds": 3}
 
     def __init__(
@@ -84,6 +104,7 @@ class IRTBlendRouter(EmbeddingRouter):
         weight_category: float = 1.0,
         per_category_cost: bool = True,
         random_state: int = 0,
+        text: str = "full",
     ):
         self.encoder = encoder
         self.use_category = use_category
@@ -97,21 +118,13 @@ class IRTBlendRouter(EmbeddingRouter):
         self.weight_category = weight_category
         self.per_category_cost = per_category_cost
         self.random_state = random_state
+        self.text = text
 
     def _check_params(self) -> list[float]:
+        """The blend weights; each parameter's own range is checked by ``fit`` (``parameter_constraints``)."""
         weights = [float(self.weight_linear), float(self.weight_factors), float(self.weight_category)]
-        if any(w < 0 or not np.isfinite(w) for w in weights) or sum(weights) <= 0:
-            raise ConfigError(f"irt-blend weights must be >= 0 and not all zero, got {weights}")
-        if float(self.C) <= 0 or float(self.factor_C) <= 0:
-            raise ConfigError(
-                f"irt-blend C and factor_C must be > 0, got C={self.C}, factor_C={self.factor_C}"
-            )
-        if int(self.factors) < 0 or float(self.factor_alpha) < 0:
-            raise ConfigError(
-                f"irt-blend factors and factor_alpha must be >= 0, got {self.factors}, {self.factor_alpha}"
-            )
-        if int(self.folds) < 2:
-            raise ConfigError(f"irt-blend folds must be >= 2, got {self.folds}")
+        if sum(weights) <= 0:
+            raise ConfigError(f"router 'irt-blend': the weights must not all be zero, got {weights}")
         return weights
 
     def _fit(self, train: OutcomeTable) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from evals.outcomes import OutcomeTable
+from routers.params import boolean, encoder_name, integer, options, real
 from routers.registry import register_router
 from routers.strategies._common import EmbeddingRouter
+from routers.text_selection import TEXT_MODES
 
 __all__ = ["KNNRouter"]
 
@@ -28,8 +30,19 @@ class KNNRouter(EmbeddingRouter):
         temperature: Softness of the similarity weighting (smaller = the closest neighbours dominate).
         prior_weight: Pseudo-count of the global per-model mean.
         use_category: Let the category raise the similarity of same-category prompts.
+        text: Which text of each prompt is embedded (:mod:`routers.text_selection`): ``"full"`` (default,
+            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; other than ``"full"`` is not
+            exportable yet.
     """
 
+    parameter_constraints = {
+        "encoder": encoder_name(),
+        "k": integer(low=1),
+        "temperature": real(low=0, closed="neither"),
+        "prior_weight": real(low=0),
+        "use_category": boolean(),
+        "text": options(*TEXT_MODES),
+    }
     _test_params = {"encoder": "hash-bow-256", "k": 3}
     _normalise = True
     _category_scale = 0.5
@@ -42,12 +55,14 @@ class KNNRouter(EmbeddingRouter):
         temperature: float = 0.05,
         prior_weight: float = 1.0,
         use_category: bool = False,
+        text: str = "full",
     ):
         self.encoder = encoder
         self.k = k
         self.temperature = temperature
         self.prior_weight = prior_weight
         self.use_category = use_category
+        self.text = text
 
     def _fit(self, train: OutcomeTable) -> None:
         fmeta = self._features_meta(train)

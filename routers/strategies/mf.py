@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from evals.outcomes import OutcomeTable
+from routers.params import boolean, encoder_name, integer, options, real, seed
 from routers.registry import register_router
 from routers.strategies._common import EmbeddingRouter
+from routers.text_selection import TEXT_MODES
 
 __all__ = ["MFRouter"]
 
@@ -30,8 +32,21 @@ class MFRouter(EmbeddingRouter):
         lr: Adam learning rate.
         weight_decay: L2 penalty on W and the model vectors.
         random_state: Seed of the initialisation.
+        text: Which text of each prompt is embedded (:mod:`routers.text_selection`): ``"full"`` (default,
+            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; other than ``"full"`` is not
+            exportable yet.
     """
 
+    parameter_constraints = {
+        "encoder": encoder_name(),
+        "use_category": boolean(),
+        "dim": integer(low=1),
+        "epochs": integer(low=1),
+        "lr": real(low=0, closed="neither"),
+        "weight_decay": real(low=0),
+        "random_state": seed(),
+        "text": options(*TEXT_MODES),
+    }
     _test_params = {"encoder": "hash-bow-256", "dim": 8, "epochs": 40}
 
     def __init__(
@@ -44,6 +59,7 @@ class MFRouter(EmbeddingRouter):
         lr: float = 0.01,
         weight_decay: float = 1e-4,
         random_state: int = 0,
+        text: str = "full",
     ):
         self.encoder = encoder
         self.use_category = use_category
@@ -52,6 +68,7 @@ class MFRouter(EmbeddingRouter):
         self.lr = lr
         self.weight_decay = weight_decay
         self.random_state = random_state
+        self.text = text
 
     def _fit(self, train: OutcomeTable) -> None:
         import torch

@@ -38,6 +38,7 @@ import pandas as pd
 from evals.exceptions import ConfigError, DataNotFoundError, SchemaError
 from evals.outcomes import OutcomeTable
 from evals.prices import PriceTable
+from routers.params import boolean, model_name, real, text
 from routers.registry import register_router
 from routers.strategies._common import RuntimeRouter, category_vocabulary, per_category_mean
 
@@ -118,10 +119,19 @@ class ProviderRouter(RuntimeRouter):
         model: Route only to this model's providers (a plain model name); None lets ``lam`` choose the model.
         max_latency_s: Typical-latency bound in seconds for an arm to be chosen; None = no bound.
         failover: If True, :meth:`failover_order` lists every other provider after the chosen one; if False,
-        only the chosen one. prices_path: Price CSV to read latencies from (default ``datasets/prices.csv``;
-        missing = no latencies). smoothing: Pseudo-count shrinking per-category quality toward the model's
-        overall quality.
+            only the chosen one.
+        prices_path: Price CSV to read latencies from (default ``datasets/prices.csv``; missing = no
+            latencies).
+        smoothing: Pseudo-count shrinking per-category quality toward the model's overall quality.
     """
+
+    parameter_constraints = {
+        "model": model_name(),
+        "max_latency_s": real(low=0, closed="neither", nullable=True),
+        "failover": boolean(),
+        "prices_path": text(role="path", nullable=True),
+        "smoothing": real(low=0),
+    }
 
     def __init__(
         self,
@@ -140,10 +150,7 @@ class ProviderRouter(RuntimeRouter):
 
     # ------------------------------------------------------------------ fitting
     def _fit(self, train: OutcomeTable) -> None:
-        if self.max_latency_s is not None and not float(self.max_latency_s) > 0:
-            raise ConfigError(f"provider max_latency_s must be > 0 or None, got {self.max_latency_s!r}")
-        if not float(self.smoothing) >= 0:
-            raise ConfigError(f"provider smoothing must be >= 0, got {self.smoothing!r}")
+        # Parameter ranges are checked by ``fit`` against ``parameter_constraints``.
         arms = [_arm_of(a, train) for a in self.models_]
         base = [m for m, _ in arms]
         if self.model is not None and self.model not in base:

@@ -33,6 +33,7 @@ import numpy as np
 from evals.exceptions import ConfigError, DataNotFoundError
 from evals.outcomes import OutcomeTable
 from routers.base import Policy, Queries, ScorePolicy
+from routers.params import json_list, model_name, real, text
 from routers.registry import register_router
 from routers.runtime import match_rules
 from routers.strategies._common import PinnedPolicy, RuntimeRouter, per_category_mean
@@ -123,6 +124,13 @@ class RulesRouter(RuntimeRouter):
         default_model: Model for requests no rule matches (None: the ``"default"`` segment).
         smoothing: Pseudo-count of the global mean in each segment's quality estimate.
     """
+
+    parameter_constraints = {
+        "config": text(role="path", nullable=True),
+        "rules": json_list(),
+        "default_model": model_name(),
+        "smoothing": real(low=0),
+    }
 
     def __init__(
         self,

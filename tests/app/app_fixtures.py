@@ -39,8 +39,7 @@ def make_table(n_samples: int = 120, seed: int = 0) -> OutcomeTable:
                     sample_id=f"s{i:04d}",
                     task="toy",
                     category=cat,
-                    prompt=f"{cat} question number {i}: {'hard' if difficulty >= 0.6 else 'easy'} "
-                    f"words {i * 7}",
+                    prompt=f"{cat} question number {i}: {'hard' if difficulty >= 0.6 else 'easy'} words {i * 7}",
                     reference="A",
                     model=model,
                     provider="toyco",

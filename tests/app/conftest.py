@@ -41,5 +41,7 @@ def app_env(toy_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ROUTELAB_APP_DEFAULT_SOURCE", str(toy_source))
     monkeypatch.setenv("ROUTELAB_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # The app builds the default encoder in the background when opened; these tests use no encoder.
+    monkeypatch.setenv("ROUTELAB_APP_WARMUP", "0")
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -139,9 +139,7 @@ def test_start_and_compare_pages_in_chromium(app_url: str, browser, tmp_path: Pa
     button = browser.find_element(By.XPATH, "//button[.//p[text()='Run comparison']]")
     button.click()
     _wait_text(browser, "Savings at parity", 300)
-    WebDriverWait(browser, 30).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer")
-    )
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer"))
     plot = browser.find_element(By.CSS_SELECTOR, ".js-plotly-plot")
     browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", plot)
     time.sleep(2.0)  # plotly transitions

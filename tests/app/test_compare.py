@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from app_fixtures import APP, ROUTERS, TIMEOUT, frame_with, run_compare  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
@@ -44,6 +45,7 @@ def test_run_draws_frontier_and_ranking(app_env: Path) -> None:
     assert "Test split: **n = 24**" in " ".join(m.value for m in at.markdown)
 
 
+@pytest.mark.slow
 def test_params_change_the_router_and_redraw_is_cached(app_env: Path, monkeypatch) -> None:
     at = run_compare(["category"])
     first = frame_with(at, "savings_at_parity_%")

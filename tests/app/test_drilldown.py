@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from app_fixtures import APP, TIMEOUT, frame_with, run_compare  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
@@ -51,6 +52,7 @@ def test_categories_prompts_and_filter(app_env: Path) -> None:
         assert all(r.startswith(m) for m, r in zip(detail["model"], detail["response"], strict=True))
 
 
+@pytest.mark.slow
 def test_category_filter_and_parity_point(app_env: Path) -> None:
     at = run_compare(["category"])
     at.switch_page("app_pages/drilldown.py").run()

@@ -54,14 +54,12 @@ def test_upload_valid_file_switches_task_set(app_env: Path) -> None:
         (
             "bad.jsonl",
             '{"sample_id": "q1", "model": "m1", "score": 1, "cost_usd": 0.1}\n{oops\n',
-            "could not be read",
+            "line 2: malformed JSON",
         ),
-        ("bad.parquet", "not a parquet file", "could not be read as PARQUET"),
+        ("bad.parquet", "not a parquet file", "bad.parquet"),
     ],
 )
-def test_bad_upload_is_rejected_and_nothing_written(
-    app_env: Path, name: str, body: str, expected: str
-) -> None:
+def test_bad_upload_is_rejected_and_nothing_written(app_env: Path, name: str, body: str, expected: str) -> None:
     at = _start(app_env)
     at.file_uploader(key="start_upload").upload(name, body.encode(), "text/plain")
     at.run()
@@ -69,7 +67,8 @@ def test_bad_upload_is_rejected_and_nothing_written(
     errors = " ".join(e.value for e in at.error)
     assert "Upload rejected" in errors and expected in errors and name in errors
     if "outside" in expected:
-        assert "row 0" in errors and "'score'" in errors
+        # the one outcome-file parser's words (datasets/FORMAT.md): the file's line, not a row index
+        assert "line 2" in errors and "'score'" in errors
     # still on the default task set, and nothing was written
     assert {m.label: m.value for m in at.metric}["Samples"] == "120"
     assert not (app_env / "cache" / "uploads").exists()
@@ -77,9 +76,10 @@ def test_bad_upload_is_rejected_and_nothing_written(
 
 def test_upload_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     from app import services
+    from app.services import sources
     from evals.exceptions import SchemaError
 
-    monkeypatch.setattr(services, "MAX_UPLOAD_MB", 0.001)
+    monkeypatch.setattr(sources, "MAX_UPLOAD_MB", 0.001)
     with pytest.raises(SchemaError, match="over the 0.001 MB upload limit"):
         services.parse_outcome_file("big.csv", b"x" * 2000)
 

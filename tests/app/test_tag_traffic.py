@@ -10,9 +10,7 @@ from app_fixtures import APP, TIMEOUT  # type: ignore[import-not-found]
 from streamlit.testing.v1 import AppTest
 
 LOG = (
-    "id,prompt\n"
-    + "".join(f"{i},Question {i}: what is {i}+{i}?\n" for i in range(8))
-    + "8,Question 0: what is 0+0?\n"
+    "id,prompt\n" + "".join(f"{i},Question {i}: what is {i}+{i}?\n" for i in range(8)) + "8,Question 0: what is 0+0?\n"
 )
 
 
@@ -29,6 +27,7 @@ def _page(tag_file: Path) -> AppTest:
     return at
 
 
+@pytest.mark.slow
 def test_tags_are_written_as_made_and_resume(app_env: Path) -> None:
     tag_file = app_env / "tags.jsonl"
     at = _page(tag_file)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evals.calibration import Target, calibrate, choose_point
 from evals.exceptions import ConfigError
 from evals.outcomes import OutcomeTable
+from evals.workbench.calibration import Target, calibrate, choose_point
 from routers.base import Queries, Router
 
 COST = np.array([1.0, 2.0, 5.0, 8.0])
@@ -108,3 +108,26 @@ def test_calibrate_transfers_from_validation_to_test(rng):
     assert set(d) >= {"target", "lam", "validation", "test"} and d["target"]["kind"] == "parity"
     with pytest.raises(ConfigError, match="strong_model 'huge'"):
         calibrate(router, split.validation, split.test, Target("strong_share", 0.2, "huge"))
+
+
+def test_a_risk_controlled_ratio_target_keeps_the_plain_choice_and_says_whether_it_held(rng):
+    table = _table(1200, rng)
+    split = table.split((0.2, 0.4, 0.4), random_state=0)
+    router = NoisyOracle().fit(split.train)
+    target = Target("quality_ratio", 0.99, risk_control="bootstrap", confidence=0.9)
+    res = calibrate(router, split.validation, split.test, target, n_resamples=400, seed=0)
+    best_val = split.validation.quality[:, 1].mean()
+    plain = res.plain
+    assert plain is not None and plain.target is target and plain.plain is None
+    assert plain.met and plain.validation.quality >= 0.99 * best_val - 1e-9
+    # The guarantee asks more than the validation mean: never a cheaper point than the plain choice.
+    assert res.met and res.lower_bound >= 0
+    assert res.validation.cost_per_1k >= plain.validation.cost_per_1k - 1e-9
+    assert res.validation.quality >= 0.99 * best_val - 1e-9
+    best_test = split.test.quality.mean(axis=0).max()
+    assert res.held == (res.test.quality >= 0.99 * best_test - 1e-12)
+    d = res.to_dict()
+    assert d["held_on_test"] == res.held and d["plain"]["lam"] == plain.lam and d["lower_bound"] == res.lower_bound
+    # Without risk control the same target is the plain choice itself.
+    same = calibrate(router, split.validation, split.test, Target("quality_ratio", 0.99))
+    assert same.lam == plain.lam and same.plain is None and "plain" not in same.to_dict()

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from evals.cli import main
 from evals.paths import repo_datasets_dir
 
 FIXTURE = repo_datasets_dir() / "fixtures" / "example_outcomes.csv"
 
 
+@pytest.mark.slow
 def test_list_shows_the_six_sources(shared_data, capsys):
     assert main(["datasets", "list", "--data-dir", str(shared_data)]) == 0
     out = capsys.readouterr().out
@@ -56,3 +59,18 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("routelab: error:") and expected in err and "\n" not in err, argv
+
+
+def test_a_mistyped_source_name_gets_a_did_you_mean(shared_data, capsys):
+    assert main(["datasets", "show", "mmlu_pro", "--data-dir", str(shared_data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown source 'mmlu_pro'" in err and "did you mean 'mmlu-pro'?" in err and "\n" not in err
+
+
+def test_the_quality_interval_is_the_shared_wilson_helper(capsys):
+    from evals.stats import wilson_interval
+
+    assert main(["datasets", "show", str(FIXTURE), "--json"]) == 0
+    small = json.loads(capsys.readouterr().out)["models"][0]
+    assert small["samples"] == 10 and small["quality"] == 0.6  # 6 right of 10, 0/1 scores
+    assert small["ci95"] == list(wilson_interval(6, 10))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from evals.cli import main
 from evals.exceptions import ConfigError
-from evals.experiment import config_from_dict, load_config
+from evals.workbench.experiment import config_from_dict, load_config
 
 
 def _write_outcomes(path: Path, n: int = 240, seed: int = 0) -> Path:
@@ -153,3 +154,104 @@ def test_example_configs_parse_and_name_registered_routers():
         assert cfg.gates, f"{name} has no gates"
         for spec in cfg.routers:
             assert spec["name"] in routers.router_registry, spec["name"]
+
+
+def test_a_tiny_test_split_is_warned_about_before_any_number(tmp_path, capsys):
+    from evals.paths import repo_datasets_dir
+
+    fixture = repo_datasets_dir() / "fixtures" / "example_outcomes.csv"  # the README's 10-sample example
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(
+        f'[dataset]\nsource = "{fixture.as_posix()}"\n[evaluation]\nn_resamples = 100\n'
+        '[[routers]]\nname = "category"\n',
+        encoding="utf-8",
+    )
+    out_json = tmp_path / "summary.json"
+    status = main(["eval", str(cfg), "--json", str(out_json), "--out", str(tmp_path / "rep"), "--no-mlflow", "--quiet"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    first = printed.strip().splitlines()[0]
+    assert first.startswith("WARNING: the test split has only") and "minimum 100" in first
+    assert printed.index("WARNING") < printed.index("best single model")
+    doc = json.loads(out_json.read_text())
+    assert doc["n_test"] < 100 and doc["warnings"] and "minimum 100" in doc["warnings"][0]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert md.index("**Warning:** the test split has only") < md.index("## References")
+    assert "Warning" in (tmp_path / "rep" / "report.html").read_text()
+
+
+def test_a_model_missing_from_most_samples_is_warned_about(tmp_path, capsys):
+    source = _write_outcomes(tmp_path / "outcomes.csv")
+    frame = pd.read_csv(source)
+    # 'mid' answered only the first 60 of 240 samples.
+    keep = (frame["model"] != "mid") | frame["sample_id"].isin([f"s{i}" for i in range(60)])
+    frame[keep].to_csv(source, index=False)
+    cfg = tmp_path / "eval.toml"
+    cfg.write_text(
+        '[dataset]\nsource = "outcomes.csv"\n[evaluation]\nn_resamples = 100\n[[routers]]\nname = "single"\n',
+        encoding="utf-8",
+    )
+    assert main(["eval", str(cfg), "--out", str(tmp_path / "rep"), "--no-mlflow", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "WARNING: 180 of 240 samples (75%) were left out because some model did not answer them" in printed
+
+
+def test_the_same_savings_read_the_same_in_eval_the_report_export_and_its_readme(tmp_path, capsys):
+    from evals.formatting import POINT_TEST_FRONTIER, POINT_VALIDATION_CHOSEN, format_interval
+
+    cfg = _config(tmp_path, "max_quality_drop = 0.5")
+    out_json = tmp_path / "summary.json"
+    assert main(["eval", str(cfg), "--json", str(out_json), "--out", str(tmp_path / "rep"), "--no-mlflow"]) == 0
+    eval_out = capsys.readouterr().out
+    doc = json.loads(out_json.read_text())
+    category = next(r for r in doc["routers"] if r["label"] == "category")
+    assert category["at_calibrated_point"] == POINT_VALIDATION_CHOSEN
+    assert category["savings_at_parity_point"] == POINT_TEST_FRONTIER
+    expected = format_interval(category["at_calibrated"]["savings"], pct=True)
+    assert expected.count("%") == 3  # "88.2% [87.7%, 88.8%]": the unit on every number
+
+    # routelab eval: the row of the router, under a column naming the point, and the legend of both points.
+    row = next(line for line in eval_out.splitlines() if line.lstrip().startswith("category "))
+    assert expected in row
+    assert "savings (val-chosen point)" in eval_out and POINT_VALIDATION_CHOSEN in eval_out
+    assert "savings@parity (test frontier)" in eval_out and POINT_TEST_FRONTIER in eval_out
+    # The report: the calibrated table's row, and the sentence naming both points.
+    md = (tmp_path / "rep" / "report.md").read_text()
+    md_row = next(line for line in md.splitlines() if line.startswith("| category |") and "target" not in line and
+                  "quality >=" in line)
+    assert expected in md_row and POINT_VALIDATION_CHOSEN in md and POINT_TEST_FRONTIER in md
+    # routelab export of the same router at the point chosen on validation (the config's target).
+    folder = tmp_path / "exp"
+    assert main(["export", "--config", str(cfg), "--router", "category", "--out", str(folder)]) == 0
+    export_out = capsys.readouterr().out
+    assert f"savings {expected}" in export_out and POINT_VALIDATION_CHOSEN in export_out
+    readme = (folder / "README.md").read_text()
+    assert f"savings {expected}" in readme and POINT_VALIDATION_CHOSEN in readme
+
+
+def test_the_cost_wording_comes_from_the_tables_own_provenance(tmp_path):
+    from evals.report import cost_provenance
+    from evals.sources import read_outcomes
+
+    measured = read_outcomes(_write_outcomes(tmp_path / "measured.csv", n=30))
+    assert cost_provenance(measured) == (
+        "Costs are measured per request; the source's method: as recorded in the file "
+        "(cost_usd, or tokens x datasets/prices.csv)."
+    )
+    frame = pd.read_csv(tmp_path / "measured.csv")
+    frame["cost_estimated"] = frame["model"].eq("big")
+    frame.to_csv(tmp_path / "mixed.csv", index=False)
+    mixed = cost_provenance(read_outcomes(tmp_path / "mixed.csv"))
+    assert mixed.startswith("**Costs are partly estimated** (30 of 90 rows), the rest measured;")
+    frame["cost_estimated"] = True
+    frame.to_csv(tmp_path / "estimated.csv", index=False)
+    assert cost_provenance(read_outcomes(tmp_path / "estimated.csv")).startswith(
+        "**Costs are estimated**, not measured; the source's method: estimated (cost_estimated column)"
+    )
+    # A source card's own label is not repeated after the head that already says it.
+    card_note = "MEASURED: RouterBench's per-query dollar cost"
+    table = read_outcomes(tmp_path / "measured.csv")
+    table.card = dataclasses.replace(table.card, cost_note=card_note)
+    assert cost_provenance(table) == (
+        "Costs are measured per request; the source's method: RouterBench's per-query dollar cost."
+    )

@@ -79,6 +79,7 @@ def assert_scores_equal_importer(out: OutcomeTable, ref: OutcomeTable) -> None:
     assert not got["cost_estimated"].any() and (got["cost_usd"] > 0).all()
 
 
+@pytest.mark.slow
 def test_collect_with_faults_grades_every_pair_once(mmlu3, tmp_path, monkeypatch):
     table, source = mmlu3
     monkeypatch.setenv("ROUTELAB_TEST_KEY", FAKE_KEY)

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evals.frontier import compute_frontier, oracle_choice
 from evals.outcomes import OutcomeTable
+from evals.workbench.frontier import compute_frontier, oracle_choice
 from routers.base import Policy, Queries, Router, ScorePolicy, _hull_steps
 
 
@@ -144,7 +144,7 @@ def test_hull_steps_are_the_decision_changes():
 
 
 def test_sweep_policies_in_threads_equals_one_at_a_time():
-    from evals.frontier import sweep_policies
+    from evals.workbench.frontier import sweep_policies
     from routers.base import ScorePolicy
 
     rng = np.random.default_rng(3)

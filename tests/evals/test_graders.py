@@ -253,3 +253,12 @@ def test_templates_are_data_files(tmp_path):
     bad.write_text('system = "x {missing}"\nuser = "y"\n')
     with pytest.raises(ConfigError, match=r"uses \{missing\}"):
         JudgeSingle(template=str(bad)).messages(GradeInput("q", "a"))
+
+
+def test_the_mmlu_pro_importer_uses_the_graders_letter_rule():
+    from evals.graders import extract
+    from evals.sources import mmlu_pro
+
+    # One rule in one place: the importer's name is the graders' function, not a copy.
+    assert mmlu_pro.extract_letter is extract.extract_letter
+    assert not hasattr(mmlu_pro, "_PRIMARY") and not hasattr(mmlu_pro, "_BOXED")

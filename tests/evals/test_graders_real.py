@@ -34,6 +34,7 @@ def test_verdict_parser_recovers_every_recorded_arena_bench_score(shared_data):
     assert unparsable == 39 - len(extra) == 35
 
 
+@pytest.mark.slow
 def test_mcq_letter_grader_equals_the_mmlu_pro_importer_on_every_row():
     from evals import sources
 

@@ -65,15 +65,19 @@ def test_savings_at_parity_and_fractions():
     cost = np.array([1.0, 2.0, 5.0, 8.0, 10.0])
     qual = np.array([0.60, 0.75, 0.796, 0.80, 0.81])
     # Best single: quality .80 at cost 10. Margin .005 -> threshold .795: cheapest point is cost 5.
-    p = metrics.savings_at_parity(cost, qual, 0.80, 10.0, margin=0.005)
+    p = metrics.savings_at_parity(cost, qual, ref_cost=10.0, ref_quality=0.80, margin=0.005)
     assert (p.index, p.cost, p.savings) == (2, 5.0, pytest.approx(0.5))
     # 95% of .80 = .76 -> cost 5 too; 90% = .72 -> cost 2 (80% saved).
-    assert metrics.savings_at_parity(cost, qual, 0.80, 10.0, fraction=0.95).cost == 5.0
-    assert metrics.savings_at_parity(cost, qual, 0.80, 10.0, fraction=0.90).savings == pytest.approx(0.8)
+    assert metrics.savings_at_parity(cost, qual, ref_cost=10.0, ref_quality=0.80, fraction=0.95).cost == 5.0
+    at90 = metrics.savings_at_parity(cost, qual, ref_cost=10.0, ref_quality=0.80, fraction=0.90)
+    assert at90.savings == pytest.approx(0.8)
     # Never at parity -> None.
-    assert metrics.savings_at_parity(cost, qual, 0.90, 10.0) is None
+    assert metrics.savings_at_parity(cost, qual, ref_cost=10.0, ref_quality=0.90) is None
+    # The reference arguments are keyword-only: swapping cost and quality by position is impossible.
+    with pytest.raises(TypeError):
+        metrics.savings_at_parity(cost, qual, 0.80, 10.0)  # type: ignore[misc]
     # Dearer than the reference -> negative savings, not hidden.
-    assert metrics.savings_at(np.array([12.0]), np.array([0.9]), 0.8, 10.0).savings == pytest.approx(-0.2)
+    assert metrics.savings_at(np.array([12.0]), np.array([0.9]), 0.8, ref_cost=10.0).savings == pytest.approx(-0.2)
 
 
 def test_per_category_breakdown():
@@ -82,8 +86,8 @@ def test_per_category_breakdown():
         cats,
         np.array([0.001, 0.003, 0.002]),
         np.array([1.0, 0.0, 1.0]),
-        np.array([0.004, 0.004, 0.004]),
-        np.array([1.0, 1.0, 0.0]),
+        ref_cost=np.array([0.004, 0.004, 0.004]),
+        ref_score=np.array([1.0, 1.0, 0.0]),
         oracle_score=np.array([1.0, 1.0, 1.0]),
     )
     a = out.set_index("category").loc["a"]

@@ -52,3 +52,22 @@ def test_cli_has_subcommands_and_prints_errors_without_traceback(capsys, tmp_pat
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_unknown_names_suggest_the_closest():
+    from evals.graders import get_grader
+    from evals.registry import did_you_mean, suggest
+    from routers import make_router
+
+    assert suggest("mmlu_pro", ["mmlu-pro", "routerbench", "gsm8k"]) == ["mmlu-pro"]  # separators ignored
+    assert suggest("knnn", ["knn", "mf", "category"]) == ["knn"]  # a typo
+    assert suggest("zzz", ["knn", "mf"]) == [] and did_you_mean("zzz", ["knn"]) == ""
+    assert did_you_mean("cost_aware", ["cost-aware", "knn"]) == " (did you mean 'cost-aware'?)"
+    with pytest.raises(UnknownComponentError, match=r"^unknown router 'knnn' \(did you mean 'knn'\?\); registered"):
+        make_router("knnn")
+    with pytest.raises(UnknownComponentError, match=r"^unknown grader 'mcq-letter' \(did you mean 'mcq_letter'\?\)"):
+        get_grader("mcq-letter")
+    reg: Registry[object] = Registry("widget")
+    reg.add("alpha", object)
+    with pytest.raises(UnknownComponentError, match=r"^unknown widget \['alpha'\]; registered widgets: alpha$"):
+        reg.get(["alpha"])  # an unhashable name from a broken config is still a clean error

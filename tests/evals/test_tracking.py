@@ -16,9 +16,17 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from evals.experiment import config_from_dict, run_experiment
 from evals.outcomes import DatasetCard, OutcomeTable
-from evals.tracking import experiment_name, flat_params, log_evaluation, start_run, tracking_uri
+from evals.tracking import (
+    TrackingError,
+    experiment_name,
+    flat_params,
+    log_evaluation,
+    read_router_run,
+    start_run,
+    tracking_uri,
+)
+from evals.workbench.experiment import config_from_dict, run_experiment
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +84,7 @@ def _check_logged(uri: str, parent_id: str) -> None:
     assert "SECRET" not in logged and "sk-test" not in logged
 
 
+@pytest.mark.slow
 def test_sqlite_default_in_working_folder(result, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-SECRET")
@@ -87,6 +96,40 @@ def test_sqlite_default_in_working_folder(result, tmp_path, monkeypatch):
     _check_logged(uri, parent)
 
 
+def test_a_logged_router_run_reads_back_for_a_refit(result, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    config = tmp_path / "tracking-test.toml"
+    config.write_text('name = "tracking-test"\n[dataset]\nsource = "toy"\n', encoding="utf-8")
+    parent = log_evaluation(result, uri=uri, config_path=str(config))
+    # The evaluation's run needs a router label; the error lists them.
+    with pytest.raises(TrackingError, match="pass --router with one of its routers: category, single"):
+        read_router_run(parent, uri=uri)
+    run = read_router_run(parent, router="category", uri=uri)
+    assert run.parent_run_id == parent and run.router == "category" and run.label == "category"
+    assert run.params == {"smoothing": 1.0}  # decoded from the flat JSON strings
+    assert run.config_name == "tracking-test.toml" and run.config_text == config.read_text(encoding="utf-8")
+    assert "calibrated_lam" in run.metrics and "test_quality" in run.metrics
+    # The child run id reads the same.
+    assert read_router_run(run.run_id, uri=uri) == run
+    with pytest.raises(TrackingError, match="not found"):
+        read_router_run("0" * 32, uri=uri)
+
+
+def test_experiments_open_in_mlflow_3s_machine_learning_view(result, tmp_path):
+    """MLflow 3 shows an untagged experiment in its GenAI view; ours are tagged so the runs tab opens at once."""
+    uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
+    log_evaluation(result, uri=uri)
+    exp = MlflowClient(uri).get_experiment_by_name(f"routelab/{result.dataset}")
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+    # An experiment created before the tag existed gets it on its next use.
+    client = MlflowClient(uri)
+    client.delete_experiment_tag(exp.experiment_id, "mlflow.experimentKind")
+    log_evaluation(result, uri=uri)
+    assert client.get_experiment(exp.experiment_id).tags.get("mlflow.experimentKind") == "custom_model_development"
+
+
+@pytest.mark.slow
 def test_leftover_active_run_is_ended_not_raised(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'm.db'}")

@@ -68,6 +68,7 @@ def _cell_error(nb: nbformat.NotebookNode) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.notebook
 @pytest.mark.timeout(PER_NOTEBOOK_S + 120)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(
@@ -113,6 +114,7 @@ def test_notebook_executes(
 
 
 @pytest.mark.slow
+@pytest.mark.notebook
 def test_notebooks_fit_the_total_budget() -> None:
     """All notebooks together under the budget (runs after the executions above, in file order)."""
     if set(_durations) != {p.name for p in NOTEBOOKS}:

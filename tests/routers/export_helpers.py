@@ -3,47 +3,19 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
-import pandas as pd
+# The shared tables live in tests/ (on sys.path under pytest; added here for scripts such as
+# fixtures/make_release_exports.py that import this module directly).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from shared_tables import small_table  # noqa: E402,F401 - re-exported: the export tests import it from here
 
-from evals.outcomes import OutcomeTable
-
-MODELS = {"cheap": 0.001, "mid": 0.005, "big": 0.02}
 PRICES = {
     "cheap": {"provider": "together", "input_per_1m": 0.1, "output_per_1m": 0.2, "request_fee": 0.0},
     "mid": {"provider": "together", "input_per_1m": 0.5, "output_per_1m": 1.0, "request_fee": 0.0},
     "big": {"provider": "openai", "input_per_1m": 5.0, "output_per_1m": 15.0, "request_fee": 0.0},
 }
-
-
-def small_table(n_per_cat: int = 20) -> OutcomeTable:
-    """3 models x (3 * n_per_cat) samples with obvious routing (cheap right on easy, mid on easy+medium)."""
-    rows = []
-    for cat in ("easy", "medium", "hard"):
-        for i in range(n_per_cat):
-            sid = f"{cat}-{i}"
-            prompt = f"{cat} question number {i}: " + ("please think hard " * (3 if cat == "hard" else 1))
-            for model, cost in MODELS.items():
-                right = (
-                    model == "big"
-                    or (model == "mid" and cat != "hard")
-                    or (model == "cheap" and cat == "easy")
-                )
-                rows.append(
-                    dict(
-                        sample_id=sid,
-                        category=cat,
-                        prompt=prompt,
-                        model=model,
-                        score=float(right),
-                        cost_usd=cost,
-                        response=f"{model} says: the answer is (A) for {sid}",
-                        input_tokens=40.0,
-                        output_tokens=12.0,
-                    )
-                )
-    return OutcomeTable(pd.DataFrame(rows))
 
 
 def point_upstreams(

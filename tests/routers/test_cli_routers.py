@@ -24,3 +24,24 @@ def test_routers_list_json(capsys) -> None:
     assert rows["single"]["params"] == {"model": None}
     assert rows["classifier"]["description"].startswith("Per-model logistic regression")
     assert rows["oracle"]["exportable"] is False
+
+
+def test_routers_list_shows_each_parameter_constraint(capsys) -> None:
+    assert main(["routers", "list"]) == 0
+    out = capsys.readouterr().out
+    knn = out[out.index("\nknn ") :].split("\nmf ")[0]
+    assert "k             an int >= 1" in knn and "temperature   a float > 0" in knn
+    assert "encoder       an encoder name (minilm, minilm-static, hash-bow-<dim>)" in knn
+
+
+def test_routers_list_json_describes_parameters_for_forms(capsys) -> None:
+    assert main(["routers", "list", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    for name, row in rows.items():
+        assert set(row["constraints"]) == set(row["params"]), name
+    k = {p["name"]: p for p in rows["knn"]["param_specs"]}["k"]
+    assert (k["kind"], k["low"], k["high"], k["default"], k["nullable"]) == ("int", 1, None, 200, False)
+    assert k["help"] == "Number of neighbours."
+    enc = {p["name"]: p for p in rows["knn"]["param_specs"]}["encoder"]
+    assert enc["free_text"] and {"minilm", "minilm-static"} <= set(enc["options"]) and enc["role"] == "encoder"
+    assert {p["name"]: p for p in rows["single"]["param_specs"]}["model"]["role"] == "model"

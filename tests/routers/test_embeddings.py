@@ -75,6 +75,7 @@ def test_second_call_hits_the_cache(tmp_cache):
     assert enc.texts_encoded == 4  # only the miss "d" was encoded
 
 
+@pytest.mark.slow
 def test_cache_survives_a_new_process(tmp_cache):
     enc = HashEncoder()
     expected = E.embed(["persisted one", "persisted two"], enc)
@@ -135,6 +136,7 @@ def test_many_small_shards_are_merged(tmp_cache, monkeypatch):
     assert enc.calls == 9
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once(tmp_cache):
     code = textwrap.dedent(
         """
@@ -213,6 +215,7 @@ def minilm():
     return E.get_encoder("minilm")
 
 
+@pytest.mark.slow
 def test_minilm_shape_norm_and_determinism(minilm):
     assert E.get_encoder("minilm") is minilm  # one instance per process
     x = minilm.encode(SENTENCES)
@@ -222,6 +225,7 @@ def test_minilm_shape_norm_and_determinism(minilm):
     assert_paraphrases_closest(x)
 
 
+@pytest.mark.slow
 def test_minilm_through_embed_uses_the_cache(tmp_cache, minilm, monkeypatch):
     calls = []
     real = minilm.encode

@@ -12,7 +12,7 @@ import pytest
 from routers import Queries, make_router, router_registry
 from routers.export import ExportError, TamperedExportError, export_router, load_exported
 from routers.export import _folder as F
-from routers.export import exporter as exporter_module
+from routers.export import writer as writer_module
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export_helpers import PRICES, small_table  # noqa: E402
@@ -81,7 +81,9 @@ def test_folder_holds_exactly_the_documented_files_with_checksums(knn_folder):
         and manifest["prices"]["big"]["output_per_1m"] == 15.0
     )
     assert manifest["encoder"] == "hash-bow-256"
-    assert manifest["measurement"] == {"n_test": 60, "accuracy": 0.9}
+    # One versioned measurement block (issue 12): known fields in place, the rest under "extra".
+    m = manifest["measurement"]
+    assert m["schema_version"] == 2 and m["n_test"] == 60 and m["extra"] == {"accuracy": 0.9}
     for name in F.CHECKED_FILES:
         assert manifest["files"][name] == F.sha256_file(knn_folder / name)
     # The runtime is a verbatim copy of the installed one; the arrays need no pickle.
@@ -139,7 +141,7 @@ def test_a_failure_mid_export_leaves_nothing_behind(table, tmp_path, monkeypatch
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(exporter_module, "render_readme", boom)
+    monkeypatch.setattr(writer_module, "render_readme", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         export_router(router, tmp_path / "out", lam=0.1)
     assert list(tmp_path.iterdir()) == []
@@ -250,3 +252,32 @@ def test_editable_files_may_change(knn_folder, tmp_path, table):
     exported = load_exported(folder)
     assert exported.proxy_config().upstreams["big"].base_url == "https://llm.internal/v1"
     assert exported.route(list(table.prompts)) == load_exported(knn_folder).route(list(table.prompts))
+
+
+# ------------------------------------------------------------------------------------------------ measurement
+def test_measurement_blocks_of_both_older_schemas_load_as_one():
+    from evals.formatting import POINT_VALIDATION_CHOSEN
+    from routers.export import Measurement
+
+    cli = {  # routelab export before schema 2
+        "dataset": "mmlu-pro", "n_test": 2053, "operating_point": "calibrated on validation",
+        "quality": 0.70, "quality_ci95": [0.68, 0.72], "cost_per_1k_usd": 0.36, "cost_per_1k_ci95": [0.35, 0.37],
+        "best_single_model": "big", "savings_vs_best_single": 0.882, "savings_ci95": [0.877, 0.888],
+        "quality_diff_vs_best_single": -0.01, "quality_diff_ci95": [-0.02, 0.0], "mlflow_run_id": "r1",
+    }
+    app = {  # the app's Export page before schema 2
+        "task_set": "mmlu-pro", "n_test_samples": 2053, "reference_model": "big",
+        "quality": 0.70, "quality_ci": [0.68, 0.72], "cost_per_1k": 0.36, "cost_per_1k_ci": [0.35, 0.37],
+        "savings": 0.882, "savings_ci": [0.877, 0.888], "quality_diff": -0.01, "quality_diff_ci": [-0.02, 0.0],
+    }
+    a, b = Measurement.from_dict(cli), Measurement.from_dict(app)
+    for m in (a, b):
+        assert m.dataset == "mmlu-pro" and m.n_test == 2053 and m.reference_model == "big"
+        assert m.quality == {"value": 0.70, "low": 0.68, "high": 0.72}
+        assert m.savings == {"value": 0.882, "low": 0.877, "high": 0.888}
+        assert m.cost_per_1k_usd == {"value": 0.36, "low": 0.35, "high": 0.37}
+        assert Measurement.from_dict(m.to_dict()) == m  # schema 2 round trip
+        assert any("savings 88.2% [87.7%, 88.8%]" in line for line in m.lines())
+    assert a.extra == {"mlflow_run_id": "r1"} and a.to_dict()["schema_version"] == 2
+    point = Measurement.from_dict({**a.to_dict(), "point": POINT_VALIDATION_CHOSEN})
+    assert point.lines()[0].startswith(f"point: {POINT_VALIDATION_CHOSEN}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from evals.cli import main
+from evals.formatting import POINT_VALIDATION_CHOSEN, format_interval
 from routers.export import load_exported
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -54,14 +55,18 @@ def test_export_from_config_calibrates_on_validation_and_records_the_measurement
     doc = json.loads(capsys.readouterr().out)
     m = doc["measurement"]
     assert m["n_test"] == 30 and m["split"] == "test" and "calibrated on validation" in m["operating_point"]
-    assert m["quality_ci95"][0] <= m["quality"] <= m["quality_ci95"][1]
+    assert m["quality"]["low"] <= m["quality"]["value"] <= m["quality"]["high"]
+    assert m["point"] == POINT_VALIDATION_CHOSEN
     exported = load_exported(out)
     assert exported.manifest["measurement"] == m
     assert exported.manifest["router"]["name"] == "category"
     # The category router at parity picks per category: cheap for easy, mid for medium, big for hard.
     assert exported.route(["x", "y", "z"], categories=["easy", "medium", "hard"]) == ["cheap", "mid", "big"]
     readme = (out / "README.md").read_text()
-    assert "95% CI" in readme and "n_test" in readme
+    # One story per number (issue 14): the README says which point it is and prints the CLI's intervals.
+    assert "95% CI" in readme and f"point: {POINT_VALIDATION_CHOSEN}" in readme and "(n=30)" in readme
+    sav = exported.measurement.savings
+    assert f"savings {format_interval(sav, pct=True)}" in readme
 
 
 def test_export_from_config_with_lam_label_and_errors(config, tmp_path, capsys):
@@ -152,8 +157,8 @@ def test_export_from_an_mlflow_run_refits_and_checks_the_logged_numbers(
     exported = load_exported(out)
     assert exported.lam == pytest.approx(child.data.metrics["calibrated_lam"])
     assert exported.manifest["router"]["params"]["k"] == 3 and exported.manifest["router"]["name"] == "knn"
-    assert m["quality"] == pytest.approx(child.data.metrics["test_quality"])
-    assert m["mlflow_run_id"] == child.info.run_id
+    assert m["quality"]["value"] == pytest.approx(child.data.metrics["test_quality"])
+    assert m["extra"]["mlflow_run_id"] == child.info.run_id
     # A parent run needs --router; the label picks the child.
     assert main(["export", "--run-id", parent_id, "--out", str(tmp_path / "p")]) == 2
     assert "pass --router" in capsys.readouterr().err

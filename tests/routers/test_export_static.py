@@ -100,6 +100,7 @@ def fitted(mmlu, tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------------------- content
+@pytest.mark.slow
 def test_the_folder_bundles_the_encoder_as_checked_data(fitted):
     router, _, _, lam, folder = fitted
     names = sorted(p.name for p in folder.iterdir())
@@ -296,6 +297,7 @@ def _pyfunc_without_routelab(uri: str, model_uris: list[str], frame: dict, tmp_p
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_pyfunc_logs_the_bundled_encoder_and_needs_no_routelab(fitted, tmp_path, mlflow_uri):
     router, prompts, cats, lam, folder = fitted
     info = _log(folder)

@@ -350,6 +350,7 @@ def test_oversized_request_bodies_are_refused_before_routing(proxy):
     assert 'routelab_requests_total{reason="too_large"} 2' in metrics
 
 
+@pytest.mark.slow
 def test_serve_with_two_workers_starts_both_and_answers(folder, table, tmp_path):
     """`routelab serve --workers 2`: uvicorn's process manager starts two workers on one port."""
     import subprocess

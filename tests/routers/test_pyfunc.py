@@ -38,6 +38,7 @@ def _log(folder):
         return log_exported(folder)
 
 
+@pytest.mark.slow
 def test_logged_model_is_source_not_pickle_and_predicts_decisions(table, tmp_path, mlflow_uri):
     import mlflow
 
@@ -74,6 +75,7 @@ def test_tampered_folder_is_not_logged(table, tmp_path, mlflow_uri):
         _log(folder)
 
 
+@pytest.mark.slow
 def test_model_loads_and_predicts_where_routelab_is_not_importable(table, tmp_path, mlflow_uri):
     router = make_router({"name": "classifier", "params": {"encoder": "hash-bow-256"}}).fit(table)
     info = _log(export_router(router, tmp_path / "clf", lam=0.01, prices=PRICES))

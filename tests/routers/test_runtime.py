@@ -98,6 +98,56 @@ def test_base_decide_is_the_runtime_decide() -> None:
         runtime.decide(q, c, -1.0)
 
 
+def _released_runtime(version: str = "0.1.0"):
+    """The runtime module RouteLab 0.1.0 shipped (from the release fixture), executed as an export's would be."""
+    from release_fixtures import release_dir
+
+    from routers.export import _folder as F
+
+    path = release_dir(version) / "category" / F.RUNTIME
+    return F.exec_runtime(path.read_bytes(), path)
+
+
+def test_one_decision_rule_decides_as_both_released_rules() -> None:
+    # 0.1.0 had two rules: decide (base; ties -> cheapest within a tolerance, then the better model) and
+    # decide_rows (adaptive; ties -> cheapest by rank). One rule now, which decides as both did, ties included.
+    old = _released_runtime()
+    assert runtime.decide_rows is runtime.decide
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n, m = int(rng.integers(1, 40)), int(rng.integers(1, 6))
+        # Coarse grids make exact ties in quality, cost and utility common.
+        q = rng.integers(0, 4, size=(n, m)) / 4.0
+        cost_m = rng.permutation(np.arange(1, m + 1)) / 100.0  # distinct costs per model
+        cost = np.broadcast_to(cost_m, (n, m)) if trial % 2 else rng.integers(1, 5, size=(n, m)) / 100.0
+        for lam in (0.0, 0.02, 0.04, 0.08, 1.0, 100.0):
+            assert runtime.decide(q, cost, lam).tolist() == old.decide(q, cost, lam).tolist()
+        lams = rng.choice([0.0, 0.02, 0.04, 1.0], size=n)
+        assert runtime.decide(q, cost_m, lams).tolist() == old.decide_rows(q, cost_m, lams).tolist()
+        assert runtime.decide(q, cost_m, 0.04).tolist() == old.decide_rows(q, cost_m, 0.04).tolist()
+
+
+@pytest.mark.parametrize("name", EXPORTABLE)
+def test_every_exportable_state_passes_its_kind_array_check(name: str) -> None:
+    table = separable_table(12) if name != "rules" else check_table()
+    meta, arrays = router_for_check(router_registry.get(name)).fit(table).export_state()
+    assert meta["kind"] in runtime.KINDS
+    runtime.check_state_arrays(meta, {k: np.shape(v) for k, v in arrays.items()})
+
+
+def test_the_array_check_names_a_missing_or_misshaped_array() -> None:
+    router = make_router({"name": "knn", "params": {"encoder": "hash-bow-64", "k": 3}}).fit(separable_table(12))
+    meta, arrays = router.export_state()
+    shapes = {k: np.shape(v) for k, v in arrays.items()}
+    n = shapes["train_x"][0]
+    with pytest.raises(ValueError, match="array 'train_x' is missing"):
+        runtime.check_state_arrays(meta, {k: v for k, v in shapes.items() if k != "train_x"})
+    with pytest.raises(ValueError, match=f"array 'train_x' has shape \\({n}, 32\\), expected \\({n}, 64\\)"):
+        runtime.check_state_arrays(meta, {**shapes, "train_x": (n, 32)})
+    with pytest.raises(ValueError, match=f"'train_quality' has shape \\({n + 1}, 3\\), expected \\({n}, 3\\)"):
+        runtime.check_state_arrays(meta, {**shapes, "train_quality": (n + 1, 3)})
+
+
 def test_hash_bow_is_deterministic_and_normalised() -> None:
     x = runtime.hash_bow(["the cat sat", "the cat sat", "", "dogs bark"], 64)
     assert x.shape == (4, 64) and x.dtype == np.float32

@@ -55,12 +55,14 @@ def random_texts(seed: int, n: int, alphabet: list[str]) -> list[str]:
     return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 200))) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_fast_path_matches_the_tokenizer_on_edge_cases_and_random_text(tokenizer):
     ascii_chars = [chr(i) for i in range(128)]
     texts = EDGE_CASES + random_texts(0, 1500, ascii_chars) + random_texts(1, 1500, ascii_chars + UNICODE)
     assert_same_ids(tokenizer, texts)
 
 
+@pytest.mark.slow
 def test_fast_path_matches_the_tokenizer_on_mmlu_pro_prompts(tokenizer, shared_data):
     prompts = [str(p) for p in sources.load("mmlu-pro").prompts[:2000]]
     assert any(not p.isascii() for p in prompts)  # both paths are exercised

@@ -134,6 +134,7 @@ def test_replay_is_fresh_deterministic_and_curve_matches_outcomes(
     assert cost[0] == pytest.approx(COST["cheap"])  # lam = 0 never pays for the big model
 
 
+@pytest.mark.slow
 def test_sweep_of_200_points_over_2400_samples_is_fast() -> None:
     rng = np.random.default_rng(0)
     n, m = 3000, 14

@@ -147,5 +147,21 @@ def test_answer_text_features() -> None:
     assert answer_features("The answer is (A). Wait, the answer is (B).")[1] == 1.0  # changed its mind
 
 
+@pytest.mark.slow
 def test_conformance() -> None:
     check_router(CascadeRouter)
+
+
+def test_the_cascade_scorers_use_the_shared_logistic_fit() -> None:
+    from routers.strategies._common import fit_logistic
+
+    # Newton (the cascade's few features) and scikit-learn's lbfgs minimise the same penalised loss.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = np.stack([(x @ [1.0, -2.0, 0.5] + rng.normal(size=400) > 0), rng.random(400) < 0.3], axis=1).astype(float)
+    w_n, b_n = fit_logistic(x, y, 1.0, solver="newton")
+    w_l, b_l = fit_logistic(x, y, 1.0, solver="lbfgs")
+    np.testing.assert_allclose(w_n, w_l, atol=2e-3)
+    np.testing.assert_allclose(b_n, b_l, atol=2e-3)
+    with pytest.raises(ValueError, match="solver"):
+        fit_logistic(x, y, 1.0, solver="sgd")

@@ -172,6 +172,7 @@ def test_bad_params() -> None:
         ProviderRouter(model="gpt-9").fit(_arms_table())
 
 
+@pytest.mark.slow
 def test_conformance() -> None:
     check_router(ProviderRouter)
     check_router(ProviderRouter(max_latency_s=5.0), _arms_table())

@@ -20,14 +20,25 @@ Example:
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from evals.outcomes import OutcomeTable
+from routers.base import Policy, Router, ScorePolicy
+from routers.registry import name_of
 
-__all__ = ["Curve", "Frontier", "compute_frontier", "oracle_choice", "reference_curves", "sweep_policies"]
+__all__ = [
+    "Curve",
+    "Frontier",
+    "compute_frontier",
+    "oracle_choice",
+    "per_sample_outcomes",
+    "reference_curves",
+    "sweep_policies",
+]
 
 #: Dollars per request -> dollars per 1,000 requests.
 PER_1K = 1000.0
@@ -83,7 +94,7 @@ class Frontier:
     """One point per model, in ``models`` order."""
     random: Curve
     """The random mix between the cheapest and the best single model."""
-    policy: object = field(default=None, repr=False, compare=False)
+    policy: Policy | None = field(default=None, repr=False, compare=False)
     """The :class:`routers.base.Policy` the router curve came from (for per-sample outcomes)."""
 
     @property
@@ -106,19 +117,7 @@ class Frontier:
         if self.policy is None:
             raise ValueError(f"frontier {self.name!r} was built without its policy")
         lams = self.router.lam if lams is None else np.asarray(lams, dtype=float)
-        n = self.n_samples
-        batch = getattr(self.policy, "simulate", None)
-        if callable(batch):
-            # Optional batch hook of stateful policies (one replay of the stream for all points):
-            # ``simulate(lams)`` -> (choice, cost, score), each of shape (K, n).
-            choice, cost, score = batch(lams)
-            return np.asarray(choice).T, np.asarray(cost).T, np.asarray(score).T
-        choice = np.empty((n, len(lams)), dtype=np.intp)
-        cost = np.empty((n, len(lams)))
-        score = np.empty((n, len(lams)))
-        for k, lam in enumerate(lams):
-            choice[:, k], cost[:, k], score[:, k] = self.policy.outcomes(float(lam))  # type: ignore[attr-defined]
-        return choice, cost, score
+        return per_sample_outcomes(self.policy, lams, self.n_samples)
 
     def to_frame(self) -> pd.DataFrame:
         """Every point of every line as one long table.
@@ -144,6 +143,31 @@ class Frontier:
         out = pd.concat(parts, ignore_index=True)
         out["cost_estimated"] = self.cost_estimated
         return out
+
+
+def per_sample_outcomes(
+    policy: Policy, lams: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A policy's per-sample outcomes at each point: (choice, cost, score), each of shape (n, K).
+
+    Args:
+        policy: The policy (a stateful one with a ``simulate(lams)`` batch hook replays its stream once).
+        lams: Operating points.
+        n: Number of samples of the table the policy was built on.
+    """
+    lams = np.asarray(lams, dtype=float)
+    batch = getattr(policy, "simulate", None)
+    if callable(batch):
+        # Optional batch hook of stateful policies (one replay of the stream for all points):
+        # ``simulate(lams)`` -> (choice, cost, score), each of shape (K, n).
+        choice, cost, score = batch(lams)
+        return np.asarray(choice).T, np.asarray(cost).T, np.asarray(score).T
+    choice = np.empty((n, len(lams)), dtype=np.intp)
+    cost = np.empty((n, len(lams)))
+    score = np.empty((n, len(lams)))
+    for k, lam in enumerate(lams):
+        choice[:, k], cost[:, k], score[:, k] = policy.outcomes(float(lam))
+    return choice, cost, score
 
 
 def _best_index(quality: np.ndarray, cost: np.ndarray) -> int:
@@ -172,11 +196,10 @@ def reference_curves(
     Returns:
         ``(oracle, singles, random)``.
     """
-    from routers.base import ScorePolicy  # the oracle sweep is a ScorePolicy over the true outcomes
-
     quality = np.asarray(quality, dtype=float)
     cost = np.asarray(cost, dtype=float)
     m = len(models)
+    # The oracle sweep is a ScorePolicy whose predictions are the true outcomes.
     oracle_policy = ScorePolicy(models, quality, cost, quality, cost)
     lams = oracle_policy.grid(n_points)
     o_cost, o_qual, o_share = oracle_policy.curve(lams)
@@ -203,12 +226,12 @@ def reference_curves(
 
 
 def compute_frontier(
-    router: object,
+    router: Router,
     table: OutcomeTable,
     *,
     n_points: int = 200,
     name: str | None = None,
-    policy: object | None = None,
+    policy: Policy | None = None,
 ) -> Frontier:
     """Sweep a fitted router's operating point over a table.
 
@@ -224,15 +247,13 @@ def compute_frontier(
         A :class:`Frontier`.
     """
     if policy is None:
-        policy = router.policy(table)  # type: ignore[attr-defined]
+        policy = router.policy(table)
     if name is None:
-        from routers.registry import name_of
-
         name = name_of(type(router))
-    models = tuple(policy.models)  # type: ignore[attr-defined]
+    models = tuple(policy.models)
     aligned = table if table.models == models else table.select(models=list(models))
-    lams = np.asarray(policy.grid(n_points), dtype=float)  # type: ignore[attr-defined]
-    cost, quality, share = policy.curve(lams)  # type: ignore[attr-defined]
+    lams = np.asarray(policy.grid(n_points), dtype=float)
+    cost, quality, share = policy.curve(lams)
     oracle, singles, random = reference_curves(models, aligned.quality, aligned.cost, n_points)
     return Frontier(
         name=name,
@@ -248,7 +269,7 @@ def compute_frontier(
 
 
 def sweep_policies(
-    policies: list[object], *, n_points: int = 200, max_workers: int | None = None
+    policies: list[Policy], *, n_points: int = 200, max_workers: int | None = None
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Sweep several routers' policies at once: per policy ``(lams, cost, quality, share)``.
 
@@ -260,11 +281,9 @@ def sweep_policies(
         n_points: Operating points requested from each policy's grid.
         max_workers: Threads to use (1 = sequential).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(policy: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        lams = np.asarray(policy.grid(n_points), dtype=float)  # type: ignore[attr-defined]
-        cost, quality, share = policy.curve(lams)  # type: ignore[attr-defined]
+    def one(policy: Policy) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        lams = np.asarray(policy.grid(n_points), dtype=float)
+        cost, quality, share = policy.curve(lams)
         return lams, np.asarray(cost), np.asarray(quality), np.asarray(share)
 
     workers = max(1, min(max_workers or os.cpu_count() or 1, len(policies)))

@@ -17,26 +17,37 @@ In both cases the README and ``router.json`` carry what the operating point achi
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
-import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from evals import stats, tracking
 from evals.exceptions import ConfigError
+from evals.formatting import POINT_VALIDATION_CHOSEN
+from evals.outcomes import Split
+from evals.workbench.calibration import KINDS, Target, calibrate
+from evals.workbench.config import ExperimentConfig, config_from_dict, load_config
+from evals.workbench.experiment import load_table, plan_split
+from routers.base import Router
 from routers.export._folder import ExportError
-from routers.export.exporter import export_router
+from routers.export.exporter import _why_not_exportable, export_router, exportable_router_names
+from routers.export.measurement import measure_point
+from routers.registry import make_router
 
 __all__ = ["export_from_config", "export_from_run", "parse_target"]
 
 
-def parse_target(text: str) -> Any:
-    """``"parity:0.01"`` / ``"budget:2"`` / ``"quality_floor:0.7"`` / ``"strong_share:0.3"`` -> a Target."""
-    from evals.calibration import KINDS, Target
+def parse_target(text: str) -> Target:
+    """``"parity:0.01"`` / ``"budget:2"`` / ``"quality_floor:0.7"`` / ``"strong_share:0.3"`` -> a Target.
 
+    Raises:
+        ConfigError: naming ``--target`` and, for a value out of range, the range of that kind.
+    """
     kind, _, value = text.partition(":")
     if kind not in KINDS or not value:
         raise ConfigError(
@@ -44,12 +55,16 @@ def parse_target(text: str) -> Any:
             f"got {text!r}"
         )
     try:
-        return Target(kind, float(value))
+        number = float(value)
     except ValueError:
         raise ConfigError(f"--target value must be a number, got {value!r}") from None
+    try:
+        return Target(kind, number)
+    except ConfigError as exc:
+        raise ConfigError(f"--target {text}: {exc}") from None
 
 
-def _pick_spec(config: Any, router: str) -> dict[str, Any]:
+def _pick_spec(config: ExperimentConfig, router: str) -> dict[str, Any]:
     labels = config.labels()
     for label, spec in zip(labels, config.routers, strict=True):
         if label == router:
@@ -61,10 +76,17 @@ def _pick_spec(config: Any, router: str) -> dict[str, Any]:
     raise ConfigError(f"{config.path}: no router labelled {router!r}; its routers are: {', '.join(labels)}")
 
 
-def _measure(router: Any, split: Any, lam: float, config: Any, how: str) -> dict[str, Any]:
-    """What ``lam`` achieves on test, with paired 95% intervals against the best single model."""
-    from evals import stats
+def _measure(
+    router: Router, split: Split, lam: float, config: ExperimentConfig, how: str, *, chosen_on_validation: bool
+) -> dict[str, Any]:
+    """What ``lam`` achieves on test, with paired 95% intervals against the best single model.
 
+    The bootstrap draws are those of ``routelab eval`` (same test samples, ``n_resamples`` and seed), so an
+    export of the point chosen on validation carries exactly the interval the evaluation printed.
+
+    Returns:
+        The ``router.json`` measurement block (:class:`routers.export.Measurement`, schema 2).
+    """
     test = split.test
     policy = router.policy(test)
     choice, cost, score = policy.outcomes(lam)
@@ -72,45 +94,33 @@ def _measure(router: Any, split: Any, lam: float, config: Any, how: str) -> dict
     s_q, s_c = Q.mean(axis=0), C.mean(axis=0)
     best = int(np.where(s_q >= s_q.max() - 1e-12, s_c, np.inf).argmin())
     W = stats.resample_counts(test.n_samples, config.n_resamples, config.seed)
-    iv = stats.point_intervals(cost, score, C[:, best], Q[:, best], W)
-
-    def pair(name: str, scale: float = 1.0) -> list[float | None]:
-        i = iv[name]
-        return [None if i.low is None else i.low * scale, None if i.high is None else i.high * scale]
-
-    share = np.bincount(choice, minlength=len(policy.models)) / len(choice)
-    return {
-        "dataset": test.card.name,
-        "split": "test",
-        "n_test": int(test.n_samples),
-        "n_train": int(split.train.n_samples),
-        "operating_point": how,
-        "quality": iv["quality"].value,
-        "quality_ci95": pair("quality"),
-        "cost_per_1k_usd": iv["cost_per_1k"].value,
-        "cost_per_1k_ci95": pair("cost_per_1k"),
-        "best_single_model": test.models[best],
-        "best_single_quality": float(s_q[best]),
-        "best_single_cost_per_1k_usd": float(s_c[best] * 1000),
-        "quality_diff_vs_best_single": iv["quality_diff"].value,
-        "quality_diff_ci95": pair("quality_diff"),
-        "savings_vs_best_single": iv["savings"].value,
-        "savings_ci95": pair("savings"),
-        "traffic_share": {m: float(s) for m, s in zip(policy.models, share, strict=True) if s > 0},
-        "cost_estimated": bool(test.cost_estimated),
-    }
+    measured = measure_point(
+        cost,
+        score,
+        ref_cost=C[:, best],
+        ref_score=Q[:, best],
+        W=W,
+        point=POINT_VALIDATION_CHOSEN,
+        choice=choice,
+        models=policy.models,
+        reference_model=test.models[best],
+        operating_point=how,
+        lam=float(lam),
+        dataset=test.card.name,
+        split="test",
+        n_train=int(split.train.n_samples),
+        cost_estimated=bool(test.cost_estimated),
+    )
+    if not chosen_on_validation:  # a lam given by hand is neither kind of point: operating_point says how
+        measured = dataclasses.replace(measured, point=None)
+    return measured.to_dict()
 
 
-def _fit(config: Any, spec: dict[str, Any], data_dir: str | None) -> tuple[Any, Any]:
-    from evals.experiment import load_table
-    from routers.registry import make_router
-
+def _fit(config: ExperimentConfig, spec: dict[str, Any], data_dir: str | None) -> tuple[Router, Split]:
     table = load_table(config, data_dir)
-    split = table.split(config.fractions, random_state=config.split_seed, stratify=config.stratify)
+    split = plan_split(config, table, data_dir).split  # the same split as `routelab eval`
     router = make_router({"name": spec["name"], "params": spec["params"]})
     if not getattr(type(router), "exportable", True):
-        from routers.export.exporter import _why_not_exportable, exportable_router_names
-
         raise ExportError(
             f"router {spec['label']!r} ({spec['name']}) is not exportable: {_why_not_exportable(router)} "
             f"Exportable routers: {', '.join(exportable_router_names())}"
@@ -124,7 +134,7 @@ def export_from_config(
     out: str | os.PathLike[str],
     *,
     lam: float | None = None,
-    target: Any = None,
+    target: Target | str | None = None,
     data_dir: str | None = None,
     overwrite: bool = False,
     upstreams: dict[str, dict[str, Any]] | None = None,
@@ -136,7 +146,7 @@ def export_from_config(
         router: The router's label (or its name, when only one router of that name is configured).
         out: The export folder to write.
         lam: The operating point; if None, calibrated on validation for ``target`` (default: the config's).
-        target: A :class:`~evals.calibration.Target` (or ``"kind:value"``) used when ``lam`` is None.
+        target: A :class:`~evals.workbench.calibration.Target` (or ``"kind:value"``) used when ``lam`` is None.
         data_dir: Data folder for named sources.
         overwrite: Replace an existing export folder.
         upstreams: Passed to :func:`~routers.export.export_router`.
@@ -144,15 +154,22 @@ def export_from_config(
     Returns:
         (folder, measurement at the operating point on test).
     """
-    from evals.calibration import calibrate
-    from evals.experiment import load_config
-
     config = load_config(config_path)
     spec = _pick_spec(config, router)
+    # A bad --target fails before minutes of fitting.
+    tgt = parse_target(target) if isinstance(target, str) else (target or config.target)
     fitted, split = _fit(config, spec, data_dir)
+    calibrated = lam is None
     if lam is None:
-        tgt = parse_target(target) if isinstance(target, str) else (target or config.target)
-        cal = calibrate(fitted, split.validation, split.test, tgt, n_points=config.n_points)
+        cal = calibrate(
+            fitted,
+            split.validation,
+            split.test,
+            tgt,
+            n_points=config.n_points,
+            n_resamples=config.n_resamples,
+            seed=config.seed,
+        )
         lam, how = (
             cal.lam,
             f"calibrated on validation (n={split.validation.n_samples}) for {tgt.describe()}"
@@ -162,7 +179,7 @@ def export_from_config(
         how = "given explicitly (lam)"
     if not math.isfinite(lam) or lam < 0:
         raise ExportError(f"operating point lam must be a finite number >= 0, got {lam!r}")
-    measurement = _measure(fitted, split, float(lam), config, how)
+    measurement = _measure(fitted, split, float(lam), config, how, chosen_on_validation=calibrated)
     folder = export_router(
         fitted,
         out,
@@ -173,18 +190,6 @@ def export_from_config(
         overwrite=overwrite,
     )
     return folder, measurement
-
-
-def _run_params(run: Any) -> dict[str, Any]:
-    """Router spec params logged as ``params.<key>`` (JSON values; see ``evals.tracking.flat_params``)."""
-    out: dict[str, Any] = {}
-    for k, v in run.data.params.items():
-        if k.startswith("params.") and k != "params.":
-            try:
-                out[k[len("params.") :]] = json.loads(v)
-            except ValueError:
-                out[k[len("params.") :]] = v
-    return out
 
 
 def export_from_run(
@@ -211,71 +216,50 @@ def export_from_run(
         ExportError: for a run that is not a RouteLab evaluation, a missing config artifact, or a refit
             that does not reproduce the logged test numbers (the data or the code changed since the run).
     """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from evals import tracking
-    from evals.experiment import load_config
-
-    uri = tracking_uri or tracking.tracking_uri()
-    client = MlflowClient(uri)
     try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        raise ExportError(
-            f"MLflow run {run_id!r} not found at {tracking._safe_uri(uri)} ({exc.message})"
-        ) from None
-    kind = run.data.tags.get("routelab.kind")
-    if kind == "evaluation":
-        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
-        labels = {c.data.params.get("label"): c for c in children}
-        if router not in labels:
-            raise ExportError(
-                f"run {run_id} is an evaluation; pass --router with one of its routers: "
-                f"{', '.join(sorted(str(k) for k in labels))}"
-            )
-        parent, child = run, labels[router]
-    elif kind == "router":
-        child = run
-        parent = client.get_run(run.data.tags["mlflow.parentRunId"])
-    else:
-        raise ExportError(f"run {run_id} was not logged by `routelab eval` (tag routelab.kind is {kind!r})")
-    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "config")]
-    tomls = [a for a in artifacts if a.endswith(".toml")]
-    if not tomls:
-        raise ExportError(f"evaluation run {parent.info.run_id} has no config/*.toml artifact to refit from")
-    with tempfile.TemporaryDirectory(prefix="routelab-export-") as tmp:
-        local = client.download_artifacts(parent.info.run_id, tomls[0], tmp)
-        config = load_config(local)
-    label = child.data.params.get("label") or child.data.params.get("router")
-    spec = {"name": child.data.params["router"], "params": _run_params(child), "label": label}
+        run = tracking.read_router_run(run_id, router=router, uri=tracking_uri)
+    except tracking.TrackingError as exc:
+        raise ExportError(str(exc)) from None
+    where = f"config {run.config_name} of MLflow run {run.parent_run_id}"
+    try:
+        raw = tomllib.loads(run.config_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML ({exc})") from None
+    config = config_from_dict(raw, where=where)
+    spec = {"name": run.router, "params": run.params, "label": run.label}
     fitted, split = _fit(config, spec, data_dir)
-    metrics = child.data.metrics
+    metrics, label = run.metrics, run.label
     run_lam = metrics.get("calibrated_lam")
     if lam is None and run_lam is None:
-        raise ExportError(f"run {child.info.run_id} has no calibrated_lam metric; pass --lam")
+        raise ExportError(f"run {run.run_id} has no calibrated_lam metric; pass --lam")
     chosen = float(run_lam if lam is None else lam)
     measurement = _measure(
         fitted,
         split,
         chosen,
         config,
-        f"from MLflow run {child.info.run_id}"
+        f"from MLflow run {run.run_id}"
         + (" (calibrated_lam)" if lam is None else " (lam overridden)"),
+        chosen_on_validation=lam is None,
     )
     if run_lam is not None:
-        check = _measure(fitted, split, float(run_lam), config, "") if lam is not None else measurement
+        check = (
+            _measure(fitted, split, float(run_lam), config, "", chosen_on_validation=True)
+            if lam is not None
+            else measurement
+        )
         for key, logged in (
             ("quality", metrics.get("test_quality")),
             ("cost_per_1k_usd", metrics.get("test_cost_per_1k")),
         ):
-            if logged is not None and not math.isclose(check[key], logged, rel_tol=1e-6, abs_tol=1e-9):
+            value = check[key]["value"]
+            if logged is not None and not math.isclose(value, logged, rel_tol=1e-6, abs_tol=1e-9):
                 raise ExportError(
-                    f"refitting {label!r} does not reproduce run {child.info.run_id}: test {key} is "
-                    f"{check[key]:.6g}, the run logged {logged:.6g} (the data, the config or RouteLab "
+                    f"refitting {label!r} does not reproduce run {run.run_id}: test {key} is "
+                    f"{value:.6g}, the run logged {logged:.6g} (the data, the config or RouteLab "
                     "changed since); not exporting"
                 )
-    measurement["mlflow_run_id"] = child.info.run_id
+    measurement["extra"] = {**measurement.get("extra", {}), "mlflow_run_id": run.run_id}
     folder = export_router(
         fitted,
         out,

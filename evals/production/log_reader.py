@@ -1,0 +1,158 @@
+"""Read a decision-log directory: append-only JSON Lines segments, rotated, possibly cut short by a crash.
+
+The writer (the proxy, ``routelab serve``) appends one :class:`~evals.production.records.DecisionRecord` per line
+to the current segment and starts a new one by size and time. Segments are named by :func:`segment_name`
+(``decisions-<UTC start>-<sequence>.jsonl``, optionally gzipped once closed), so sorting the names gives the
+order they were written in.
+
+Reading never fails on the log's content: a process killed mid-write leaves a last line without its newline, which
+is skipped and counted as ``truncated``; a line that is not JSON, or JSON that is not a valid record, is skipped
+and counted by kind (``bad_json``, ``bad_record:<field>``, ``unknown_schema``), with the first few examples kept
+(file and line) so an operator can look. Only a missing directory is an error.
+
+Example:
+    >>> result = read_log("logs/")                         # doctest: +SKIP
+    >>> len(result.records), result.errors                 # doctest: +SKIP
+    (19996, {'truncated': 1, 'bad_record:propensity': 3})
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evals.exceptions import DataNotFoundError
+from evals.production.records import SCHEMA_VERSION, DecisionRecord, RecordError
+
+__all__ = ["LogReadResult", "SEGMENT_PATTERN", "list_segments", "read_log", "segment_name"]
+
+#: What a segment's file name looks like: ``decisions-20261202T040000Z-000001.jsonl`` (``.gz`` once closed).
+SEGMENT_PATTERN = re.compile(r"^decisions-(\d{8}T\d{6}Z)-(\d{6,})\.jsonl(\.gz)?$")
+#: How many example problems (file:line and message) a read keeps.
+MAX_EXAMPLES = 20
+
+
+def segment_name(start_time: float, sequence: int) -> str:
+    """The file name of a segment started at ``start_time`` (Unix seconds) with a writer's ``sequence`` number.
+
+    The sequence breaks ties between segments started in the same second (rotation by size under heavy load).
+    """
+    if sequence < 0:
+        raise ValueError(f"segment sequence must be >= 0, got {sequence}")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start_time))
+    return f"decisions-{stamp}-{sequence:06d}.jsonl"
+
+
+def list_segments(log_dir: str | os.PathLike[str]) -> list[Path]:
+    """The segment files of a log directory in write order (other files are ignored).
+
+    Raises:
+        DataNotFoundError: when ``log_dir`` is not a directory.
+    """
+    root = Path(log_dir)
+    if not root.is_dir():
+        raise DataNotFoundError(f"decision log directory {str(root)!r} does not exist (or is not a directory)")
+
+    def order(p: Path) -> tuple[str, int, str]:
+        m = SEGMENT_PATTERN.match(p.name)
+        assert m is not None
+        return (m.group(1), int(m.group(2)), p.name)
+
+    return sorted((p for p in root.iterdir() if p.is_file() and SEGMENT_PATTERN.match(p.name)), key=order)
+
+
+@dataclass
+class LogReadResult:
+    """What :func:`read_log` found: the valid records and a count of everything skipped, by kind."""
+
+    records: list[DecisionRecord] = field(default_factory=list)
+    """Valid records, in write order."""
+    errors: Counter[str] = field(default_factory=Counter)
+    """Skipped lines per kind: ``truncated``, ``bad_json``, ``unknown_schema``, ``bad_record:<field>``,
+    ``unreadable_segment``."""
+    examples: list[str] = field(default_factory=list)
+    """Up to :data:`MAX_EXAMPLES` skipped lines as ``file:line: message``."""
+    segments: int = 0
+    """Number of segments read."""
+    lines: int = 0
+    """Number of non-empty lines seen (valid or not)."""
+
+    @property
+    def n_skipped(self) -> int:
+        """Number of lines (or segments) skipped."""
+        return sum(self.errors.values())
+
+    def summary(self) -> str:
+        """One line: ``12,345 records from 3 segments; skipped 2 (truncated 1, bad_json 1)``."""
+        head = f"{len(self.records):,} records from {self.segments} segment(s)"
+        if not self.errors:
+            return head + "; nothing skipped"
+        kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(self.errors.items()))
+        return f"{head}; skipped {self.n_skipped:,} ({kinds})"
+
+    def _skip(self, kind: str, where: str, message: str) -> None:
+        self.errors[kind] += 1
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(f"{where}: {message}")
+
+
+def read_log(log_dir: str | os.PathLike[str]) -> LogReadResult:
+    """Read every segment of a decision-log directory (see the module docstring); never fails on content.
+
+    Raises:
+        DataNotFoundError: when ``log_dir`` is not a directory.
+    """
+    result = LogReadResult()
+    for path in list_segments(log_dir):
+        try:
+            data = _read_bytes(path)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:  # a gzip cut short, a permission problem
+            result._skip("unreadable_segment", path.name, f"{type(exc).__name__}: {exc}")
+            continue
+        result.segments += 1
+        _parse_segment(path.name, data, result)
+    return result
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as fh:
+            return fh.read()
+    return path.read_bytes()
+
+
+def _parse_segment(name: str, data: bytes, result: LogReadResult) -> None:
+    lines = data.split(b"\n")
+    # A segment written completely ends with a newline, so the split ends with b"". Anything after the last
+    # newline is a line the writer never finished (a crash, or the writer still appending): skip it.
+    tail = lines.pop()
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        result.lines += 1
+        _parse_line(f"{name}:{number}", raw, result)
+    if tail.strip():
+        result.lines += 1
+        result._skip("truncated", f"{name}:{len(lines) + 1}", "last line has no newline (writer cut short)")
+
+
+def _parse_line(where: str, raw: bytes, result: LogReadResult) -> None:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        result._skip("bad_json", where, f"not JSON ({exc})")
+        return
+    if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
+        result._skip("unknown_schema", where, f"schema_version {data.get('schema_version')!r}; this reader knows "
+                                              f"{SCHEMA_VERSION}")
+        return
+    try:
+        result.records.append(DecisionRecord.from_dict(data))
+    except RecordError as exc:
+        result._skip(f"bad_record:{exc.field}", where, str(exc))

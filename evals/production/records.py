@@ -1,0 +1,320 @@
+"""The decision-log record: one JSON line per request the proxy answered (or failed to answer).
+
+What a record holds (issue 15, item 1): the request id and time, the route name and category header, a hash of the
+prompt, the model the router chose with every candidate's predicted quality and cost, **the propensity of the
+chosen model under the serving policy** (what makes off-policy estimates possible, :mod:`evals.production.offpolicy`),
+the model that answered after fallback and why, the HTTP status, latency, usage and cost, the rollout arm and the
+shadow flag. Prompt and answer texts only when the operator opts in (``[log] store_text = true``), each cut to a
+per-field cap (:func:`cap_text`) and with anything key-shaped redacted (:func:`redact_secrets`).
+
+Keys never appear, by construction: the record has no field that could hold a header, and :meth:`DecisionRecord.
+from_dict` refuses unknown fields, so a writer cannot smuggle one in. Texts are redacted on the way in.
+
+A record is a frozen dataclass, validated on construction (a :class:`RecordError` names the field and what would be
+valid), written as one compact JSON object per line with ``schema_version``::
+
+    rec = DecisionRecord(request_id="r1", time=1764650000.0, route="router", prompt_hash=prompt_hash("hi"), ...)
+    line = rec.to_json()                      # one line, no newline
+    same = DecisionRecord.from_json(line)     # validated again
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from evals.exceptions import SchemaError
+
+__all__ = [
+    "ARMS",
+    "Candidate",
+    "DEFAULT_TEXT_CAP",
+    "DecisionRecord",
+    "RecordError",
+    "SCHEMA_VERSION",
+    "cap_text",
+    "prompt_hash",
+    "redact_secrets",
+]
+
+#: The version of the record layout; bumped on any change a reader must know about.
+SCHEMA_VERSION = 1
+#: Rollout arms (item 2): the router's arm, the control model's arm, or no rollout configured.
+ARMS = ("router", "control", "none")
+#: Default per-field cap on stored texts, in characters (a text longer than this is cut and flagged).
+DEFAULT_TEXT_CAP = 4000
+
+# Key-shaped substrings: OpenAI/Anthropic-style secret keys and bearer tokens. Upstream and client keys are also
+# scrubbed by the proxy before anything reaches a record; this is the second line of defence for texts.
+_SECRET = re.compile(
+    r"(?:\b(?:sk|rk|pk)-[A-Za-z0-9_\-]{16,}|\bsk-ant-[A-Za-z0-9_\-]{16,}|\bBearer\s+[A-Za-z0-9._\-]{12,}"
+    r"|\bAIza[0-9A-Za-z_\-]{30,})"
+)
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+class RecordError(SchemaError):
+    """A decision record that does not match the schema; ``field`` names the offending field."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"decision record field {field_name!r}: {message}")
+        self.field = field_name
+
+
+def prompt_hash(prompt: str) -> str:
+    """The sha256 hex digest of a prompt's UTF-8 text: how a record names its prompt without storing it."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with every key-shaped substring (``sk-...``, ``Bearer ...``, Google ``AIza...``) replaced by ``***``."""
+    return _SECRET.sub("***", text)
+
+
+def cap_text(text: str | None, cap: int = DEFAULT_TEXT_CAP) -> tuple[str | None, bool]:
+    """``(text redacted and cut to at most cap characters, whether it was cut)``; ``(None, False)`` for None.
+
+    Raises:
+        ValueError: for a cap below 1.
+    """
+    if cap < 1:
+        raise ValueError(f"text cap must be >= 1 character, got {cap}")
+    if text is None:
+        return None, False
+    clean = redact_secrets(str(text))
+    return (clean[:cap], True) if len(clean) > cap else (clean, False)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model the router weighed for a request, with what it predicted for it."""
+
+    model: str
+    """The model's name (as in the export)."""
+    predicted_quality: float
+    """The router's predicted quality in [0, 1]."""
+    predicted_cost: float
+    """The router's predicted cost in dollars (>= 0)."""
+    eligible: bool = True
+    """False when the model could not be chosen for this request (e.g. its upstream's circuit was open)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise RecordError("candidates", f"a candidate needs a non-empty model name, got {self.model!r}")
+        q, c = _number(self.predicted_quality), _number(self.predicted_cost)
+        if q is None or not 0.0 <= q <= 1.0:
+            raise RecordError("candidates", f"{self.model}: predicted_quality must be in [0, 1], got "
+                                            f"{self.predicted_quality!r}")
+        if c is None or c < 0:
+            raise RecordError("candidates", f"{self.model}: predicted_cost must be a number >= 0, got "
+                                            f"{self.predicted_cost!r}")
+        if not isinstance(self.eligible, bool):
+            raise RecordError("candidates", f"{self.model}: eligible must be true or false, got {self.eligible!r}")
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    """One request as the proxy saw and served it (see the module docstring)."""
+
+    request_id: str
+    """The proxy's id of the request (unique within a log)."""
+    time: float
+    """When the request arrived, Unix seconds (UTC)."""
+    route: str
+    """The model name the client asked for: a route name (routed) or a model (passthrough)."""
+    prompt_hash: str
+    """:func:`prompt_hash` of the routed prompt (64 lowercase hex digits)."""
+    status: int
+    """The HTTP status the client got."""
+    latency_s: float
+    """Seconds from arrival to the answer's headers (>= 0)."""
+    category: str | None = None
+    """The ``x-routelab-category`` header, when sent."""
+    chosen: str | None = None
+    """The model the serving policy chose (None when nothing was routed: passthrough, or refused before routing)."""
+    candidates: tuple[Candidate, ...] = ()
+    """Every model the router weighed, in the export's model order, with its predictions."""
+    propensity: float | None = None
+    """Probability that the serving policy chooses ``chosen`` for this request (in (0, 1]; required with it)."""
+    lam: float | None = None
+    """The operating point the policy decided at (dollars per +1.0 of quality)."""
+    epsilon: float = 0.0
+    """The exploration rate: the share of requests sent to a uniformly random eligible model."""
+    explored: bool = False
+    """Whether this request was one of the explored ones (chosen at random, not by the router)."""
+    answered_by: str | None = None
+    """The model that answered (after fallback); None when none did."""
+    reason: str = ""
+    """Why ``answered_by`` answered: ``routed``, ``fallback from <model>``, ``passthrough``, ``failed``, ..."""
+    input_tokens: int | None = None
+    """Prompt tokens reported by the upstream's usage."""
+    output_tokens: int | None = None
+    """Completion tokens reported by the upstream's usage."""
+    cost_usd: float | None = None
+    """The answer's cost in dollars (usage x price table), when known."""
+    arm: str = "none"
+    """Rollout arm: ``router``, ``control`` or ``none`` (no rollout configured)."""
+    shadow: bool = False
+    """Whether the request was sampled for shadow grading."""
+    prompt_text: str | None = None
+    """The prompt (only with ``store_text``; capped and redacted)."""
+    answer_text: str | None = None
+    """The answer (only with ``store_text``; capped and redacted)."""
+    text_truncated: bool = False
+    """Whether a stored text was cut to the cap."""
+    schema_version: int = field(default=SCHEMA_VERSION)
+    """The layout version this record was written with (:data:`SCHEMA_VERSION`)."""
+
+    def __post_init__(self) -> None:
+        self._check_identity()
+        self._check_policy()
+        self._check_outcome()
+
+    # ------------------------------------------------------------------ validation
+    def _check_identity(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise RecordError("schema_version", f"this reader knows version {SCHEMA_VERSION}, got "
+                                                f"{self.schema_version!r}")
+        for name in ("request_id", "route"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise RecordError(name, f"must be a non-empty string, got {value!r}")
+        t = _number(self.time)
+        if t is None or t < 0:
+            raise RecordError("time", f"must be Unix seconds (a number >= 0), got {self.time!r}")
+        if not isinstance(self.prompt_hash, str) or not _HASH.match(self.prompt_hash):
+            raise RecordError("prompt_hash", f"must be a sha256 hex digest (64 lowercase hex digits), got "
+                                             f"{self.prompt_hash!r}")
+        if self.category is not None and not isinstance(self.category, str):
+            raise RecordError("category", f"must be a string or null, got {self.category!r}")
+
+    def _check_policy(self) -> None:
+        if not isinstance(self.candidates, tuple) or not all(isinstance(c, Candidate) for c in self.candidates):
+            raise RecordError("candidates", "must be a tuple of Candidate")
+        names = [c.model for c in self.candidates]
+        if len(set(names)) != len(names):
+            raise RecordError("candidates", f"a model appears twice: {names}")
+        eps = _number(self.epsilon)
+        if eps is None or not 0.0 <= eps <= 1.0:
+            raise RecordError("epsilon", f"must be in [0, 1], got {self.epsilon!r}")
+        if self.lam is not None and ((lam := _number(self.lam)) is None or lam < 0):
+            raise RecordError("lam", f"must be a number >= 0 or null, got {self.lam!r}")
+        if not isinstance(self.explored, bool):
+            raise RecordError("explored", f"must be true or false, got {self.explored!r}")
+        if self.chosen is None:
+            if self.propensity is not None:
+                raise RecordError("propensity", "given without a chosen model")
+            return
+        if not isinstance(self.chosen, str) or not self.chosen:
+            raise RecordError("chosen", f"must be a model name or null, got {self.chosen!r}")
+        if names and self.chosen not in names:
+            raise RecordError("chosen", f"{self.chosen!r} is not one of the candidates {names}")
+        p = _number(self.propensity)
+        if p is None or not 0.0 < p <= 1.0:
+            raise RecordError("propensity", f"a routed record needs the chosen model's propensity in (0, 1], "
+                                            f"got {self.propensity!r}")
+
+    def _check_outcome(self) -> None:
+        if isinstance(self.status, bool) or not isinstance(self.status, int) or not 100 <= self.status <= 599:
+            raise RecordError("status", f"must be an HTTP status (100..599), got {self.status!r}")
+        lat = _number(self.latency_s)
+        if lat is None or lat < 0:
+            raise RecordError("latency_s", f"must be seconds >= 0, got {self.latency_s!r}")
+        for name in ("answered_by",):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise RecordError(name, f"must be a model name or null, got {value!r}")
+        if not isinstance(self.reason, str):
+            raise RecordError("reason", f"must be a string, got {self.reason!r}")
+        for name in ("input_tokens", "output_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise RecordError(name, f"must be a whole number >= 0 or null, got {value!r}")
+        if self.cost_usd is not None and ((c := _number(self.cost_usd)) is None or c < 0):
+            raise RecordError("cost_usd", f"must be dollars >= 0 or null, got {self.cost_usd!r}")
+        if self.arm not in ARMS:
+            raise RecordError("arm", f"must be one of {', '.join(ARMS)}, got {self.arm!r}")
+        for name in ("shadow", "text_truncated"):
+            if not isinstance(getattr(self, name), bool):
+                raise RecordError(name, f"must be true or false, got {getattr(self, name)!r}")
+        for name in ("prompt_text", "answer_text"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise RecordError(name, f"must be a string or null, got {type(value).__name__}")
+            if _SECRET.search(value):  # texts are redacted by cap_text before they get here; a key never stays
+                raise RecordError(name, "contains a key-shaped string; pass texts through cap_text()")
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def chosen_index(self) -> int | None:
+        """Index of ``chosen`` among the candidates (None when not routed or candidates not logged)."""
+        names = [c.model for c in self.candidates]
+        return names.index(self.chosen) if self.chosen is not None and self.chosen in names else None
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (candidates as a list of dicts; ``schema_version`` first)."""
+        d = asdict(self)
+        d["candidates"] = [asdict(c) for c in self.candidates]
+        return {"schema_version": d.pop("schema_version"), **d}
+
+    def to_json(self) -> str:
+        """One compact JSON line (no trailing newline; NaN and infinities refused)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DecisionRecord:
+        """Build and validate a record from :meth:`to_dict`'s form.
+
+        Raises:
+            RecordError: for a missing or unknown field, or a value the schema refuses (names the field).
+        """
+        if not isinstance(data, Mapping):
+            raise RecordError("<record>", f"must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:  # never carry a field the schema does not know (that is how a header or key would leak)
+            raise RecordError(unknown[0], f"unknown field (schema version {SCHEMA_VERSION} knows {sorted(known)})")
+        if "schema_version" not in data:
+            raise RecordError("schema_version", "missing")
+        if data["schema_version"] != SCHEMA_VERSION:
+            raise RecordError("schema_version", f"this reader knows version {SCHEMA_VERSION}, got "
+                                                f"{data['schema_version']!r}")
+        kwargs = dict(data)
+        raw = kwargs.get("candidates", [])
+        if not isinstance(raw, list) or not all(isinstance(c, Mapping) for c in raw):
+            raise RecordError("candidates", "must be a list of objects")
+        try:
+            kwargs["candidates"] = tuple(Candidate(**c) for c in raw)
+            return cls(**kwargs)
+        except TypeError as exc:  # a required field missing, or a candidate with a wrong key
+            missing = re.search(r"argument[s]?: '([^']+)'", str(exc))
+            raise RecordError(missing.group(1) if missing else "<record>", str(exc)) from None
+
+    @classmethod
+    def from_json(cls, line: str) -> DecisionRecord:
+        """Parse and validate one JSON line.
+
+        Raises:
+            RecordError: for a line that is not JSON (field ``<json>``) or not a valid record.
+        """
+        try:
+            data = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            raise RecordError("<json>", f"not valid JSON ({exc})") from None
+        return cls.from_dict(data)
+
+
+def _number(x: Any) -> float | None:
+    """``x`` as a finite float, or None for anything else (bools and strings included)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    v = float(x)
+    return v if math.isfinite(v) else None
