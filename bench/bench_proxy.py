@@ -85,9 +85,17 @@ def pct(x: list[float], q: float) -> float:
 
 
 async def load(
-    url: str, bodies: list[dict], concurrency: int, headers: dict, ramp_s: float = 0.0
+    url: str,
+    bodies: list[dict],
+    concurrency: int,
+    headers: dict,
+    ramp_s: float = 0.0,
+    choices: list[str | None] | None = None,
 ) -> tuple[list[float], int]:
     """Send ``bodies`` with ``concurrency`` requests in flight; return per-request latencies and errors.
+
+    With ``choices`` (a list as long as ``bodies``), the proxy's ``x-routelab-choice`` header of each answer
+    is stored at its body's index, for the routing-parity check.
 
     The load generator is aiohttp: httpx's pool costs milliseconds of CPU per request at this concurrency
     (encode/httpx#3215), so an httpx load generator would measure itself. Its workers start ``ramp_s /
@@ -98,20 +106,28 @@ async def load(
 
     lat: list[float] = []
     errors = 0
-    queue = [json.dumps(b).encode() for b in bodies]
+    queue = [(i, json.dumps(b).encode()) for i, b in enumerate(bodies)]
     hdrs = {"content-type": "application/json", **headers}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+    # A bound on each request, so an upstream that leaves a body unfinished cannot stall a
+    # worker for aiohttp's default five minutes; far above any answer the proxy gives (its deadline is 30 s).
+    timeout = aiohttp.ClientTimeout(total=45)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency), timeout=timeout) as session:
 
         async def worker(k: int) -> None:
             nonlocal errors
             await asyncio.sleep(k * ramp_s / concurrency)
             while queue:
-                data = queue.pop()
+                i, data = queue.pop()
                 t0 = time.perf_counter()
-                async with session.post(f"{url}/chat/completions", data=data, headers=hdrs) as r:
-                    await r.read()
-                    lat.append(time.perf_counter() - t0)
-                    errors += r.status != 200
+                try:
+                    async with session.post(f"{url}/chat/completions", data=data, headers=hdrs) as r:
+                        await r.read()
+                        errors += r.status != 200
+                        if choices is not None:
+                            choices[i] = r.headers.get("x-routelab-choice")
+                except (aiohttp.ClientError, asyncio.TimeoutError):  # a faulty upstream drops a connection
+                    errors += 1
+                lat.append(time.perf_counter() - t0)
 
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
     return lat, errors
@@ -165,6 +181,7 @@ def measure(
         asyncio.run(load(p_url, proxy_bodies[:200], args.concurrency, auth))
         metrics0 = httpx.get(f"http://127.0.0.1:{px_port}/metrics", headers=auth).text
         direct, proxied, errs = [], [], 0
+        seen: list[str | None] = [None] * len(proxy_bodies)  # the proxy's choice per proxied body
         ramp = latency_ms / 1000.0  # workers spread over one upstream round trip
         per = max(1, len(direct_bodies) // args.rounds)
         t_direct = t_proxy = cpu_px = cpu_up_direct = 0.0
@@ -177,7 +194,9 @@ def measure(
             direct += lat
             errs += e
             c_px, t0 = cpu_seconds(proxy.pid), time.perf_counter()
-            lat, e = asyncio.run(load(p_url, proxy_bodies[sl], args.concurrency, auth, ramp))
+            got: list[str | None] = [None] * len(proxy_bodies[sl])
+            lat, e = asyncio.run(load(p_url, proxy_bodies[sl], args.concurrency, auth, ramp, choices=got))
+            seen[sl] = got
             t_proxy += time.perf_counter() - t0
             cpu_px += cpu_seconds(proxy.pid) - c_px
             proxied += lat
@@ -211,6 +230,7 @@ def measure(
         "proxy_cpu_ms": 1000 * cpu_px / len(proxied),
         "upstream_cpu_ms": 1000 * cpu_up_direct / len(direct),
         "server_side_ms": 1000 * srv_s / max(srv_n, 1),
+        "choices": seen,
     }
 
 
@@ -230,6 +250,7 @@ def main() -> None:
     ap.add_argument(
         "--samples", type=int, default=3000, help="MMLU-Pro samples used (train half / test half)"
     )
+
     args = ap.parse_args()
     latencies = [float(x) for x in args.upstream_latency_ms.split(",") if x.strip()]
 
@@ -285,7 +306,15 @@ def main() -> None:
     )
     for latency, r in results.items():
         add50, add99 = r["proxied_p50"] - r["direct_p50"], r["proxied_p99"] - r["direct_p99"]
+        expected = [bodies[1][i]["messages"][0]["content"] for i in range(len(bodies[1]))]
+        want = dict(zip(prompts, choice, strict=True))
+        answered = [(want[p], got) for p, got in zip(expected, r["choices"], strict=True) if got is not None]
+        agree = sum(w == g for w, g in answered)
         print(f"  upstream latency {latency:g} ms (errors {r['errors']}):")
+        print(
+            f"    routing parity     : {agree} of {len(answered)} proxied choices (x-routelab-choice) equal the "
+            f"export's route() ({100 * agree / max(len(answered), 1):.2f}%)"
+        )
         print(
             f"    direct to upstream : p50 {r['direct_p50']:7.2f} ms  p99 {r['direct_p99']:7.2f} ms  "
             f"throughput {r['direct_rps']:6.0f} req/s  upstream CPU {r['upstream_cpu_ms']:.3f} ms/request"

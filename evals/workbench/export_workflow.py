@@ -35,8 +35,8 @@ from evals.workbench.config import ExperimentConfig, config_from_dict, load_conf
 from evals.workbench.experiment import load_table, plan_split
 from routers.base import Router
 from routers.export._folder import ExportError
-from routers.export.exporter import _why_not_exportable, export_router, exportable_router_names
 from routers.export.measurement import measure_point
+from routers.export.writer import _why_not_exportable, export_router, exportable_router_names
 from routers.registry import make_router
 
 __all__ = ["export_from_config", "export_from_run", "parse_target"]

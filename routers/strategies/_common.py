@@ -12,7 +12,12 @@ from evals.exceptions import ConfigError
 from evals.outcomes import OutcomeTable
 from routers import runtime
 from routers.base import Policy, Queries, Router, ScorePolicy
-from routers.text_selection import TextSelector
+from routers.params import boolean, encoder_name, options
+from routers.text_selection import TEXT_MODES, TextSelector
+
+#: The parameters every embedding router takes, declared once; a router adds its own:
+#: ``parameter_constraints = {**EMBEDDING_CONSTRAINTS, "k": integer(low=1)}``.
+EMBEDDING_CONSTRAINTS = {"encoder": encoder_name(), "use_category": boolean(), "text": options(*TEXT_MODES)}
 
 __all__ = [
     "TEXT_WINDOW_CHARS",

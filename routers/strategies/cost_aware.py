@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from evals.outcomes import OutcomeTable
-from routers.params import boolean, encoder_name, options, real
+from routers.params import real
 from routers.registry import register_router
-from routers.strategies._common import EmbeddingRouter, fit_logistic
-from routers.text_selection import TEXT_MODES
+from routers.strategies._common import EMBEDDING_CONSTRAINTS, EmbeddingRouter, fit_logistic
 
 __all__ = ["CostAwareRouter", "fit_prices"]
 
@@ -68,11 +67,9 @@ class CostAwareRouter(EmbeddingRouter):
     """
 
     parameter_constraints = {
-        "encoder": encoder_name(),
-        "use_category": boolean(),
+        **EMBEDDING_CONSTRAINTS,
         "C": real(low=0, closed="neither"),
         "alpha": real(low=0),
-        "text": options(*TEXT_MODES),
     }
     _test_params = {"encoder": "hash-bow-256"}
 

@@ -36,10 +36,15 @@ import numpy as np
 
 from evals.exceptions import ConfigError
 from evals.outcomes import OutcomeTable
-from routers.params import boolean, encoder_name, integer, options, real, seed
+from routers.params import boolean, integer, real, seed
 from routers.registry import register_router
-from routers.strategies._common import EmbeddingRouter, category_vocabulary, fit_logistic, per_category_mean
-from routers.text_selection import TEXT_MODES
+from routers.strategies._common import (
+    EMBEDDING_CONSTRAINTS,
+    EmbeddingRouter,
+    category_vocabulary,
+    fit_logistic,
+    per_category_mean,
+)
 
 __all__ = ["IRTBlendRouter", "fit_factor_model", "ridge_fit"]
 
@@ -73,8 +78,7 @@ class IRTBlendRouter(EmbeddingRouter):
     """
 
     parameter_constraints = {
-        "encoder": encoder_name(),
-        "use_category": boolean(),
+        **EMBEDDING_CONSTRAINTS,
         "C": real(low=0, closed="neither"),
         "factors": integer(low=0),
         "factor_alpha": real(low=0),
@@ -85,7 +89,6 @@ class IRTBlendRouter(EmbeddingRouter):
         "weight_category": real(low=0),
         "per_category_cost": boolean(),
         "random_state": seed(),
-        "text": options(*TEXT_MODES),
     }
     _test_params = {"encoder": "hash-bow-256", "folds": 3}
 

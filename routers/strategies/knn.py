@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from evals.outcomes import OutcomeTable
-from routers.params import boolean, encoder_name, integer, options, real
+from routers.params import integer, real
 from routers.registry import register_router
-from routers.strategies._common import EmbeddingRouter
-from routers.text_selection import TEXT_MODES
+from routers.strategies._common import EMBEDDING_CONSTRAINTS, EmbeddingRouter
 
 __all__ = ["KNNRouter"]
 
@@ -36,12 +35,10 @@ class KNNRouter(EmbeddingRouter):
     """
 
     parameter_constraints = {
-        "encoder": encoder_name(),
+        **EMBEDDING_CONSTRAINTS,
         "k": integer(low=1),
         "temperature": real(low=0, closed="neither"),
         "prior_weight": real(low=0),
-        "use_category": boolean(),
-        "text": options(*TEXT_MODES),
     }
     _test_params = {"encoder": "hash-bow-256", "k": 3}
     _normalise = True

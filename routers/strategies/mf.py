@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from evals.outcomes import OutcomeTable
-from routers.params import boolean, encoder_name, integer, options, real, seed
+from routers.params import integer, real, seed
 from routers.registry import register_router
-from routers.strategies._common import EmbeddingRouter
-from routers.text_selection import TEXT_MODES
+from routers.strategies._common import EMBEDDING_CONSTRAINTS, EmbeddingRouter
 
 __all__ = ["MFRouter"]
 
@@ -38,14 +37,12 @@ class MFRouter(EmbeddingRouter):
     """
 
     parameter_constraints = {
-        "encoder": encoder_name(),
-        "use_category": boolean(),
+        **EMBEDDING_CONSTRAINTS,
         "dim": integer(low=1),
         "epochs": integer(low=1),
         "lr": real(low=0, closed="neither"),
         "weight_decay": real(low=0),
         "random_state": seed(),
-        "text": options(*TEXT_MODES),
     }
     _test_params = {"encoder": "hash-bow-256", "dim": 8, "epochs": 40}
 

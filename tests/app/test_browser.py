@@ -114,6 +114,25 @@ def _wait_text(driver, text: str, timeout: float) -> None:  # noqa: ANN001
     )
 
 
+def _click(driver, xpath: str, timeout: float = 30) -> None:  # noqa: ANN001
+    """Click the element at ``xpath`` once it is clickable (Streamlit re-renders: a found element may go stale)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def click(d):  # noqa: ANN001, ANN202
+        try:
+            EC.element_to_be_clickable((By.XPATH, xpath))(d).click()
+            return True
+        except (StaleElementReferenceException, AttributeError):
+            return False
+
+    WebDriverWait(driver, timeout, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,)).until(
+        click, message=f"{xpath} was not clickable within {timeout} s"
+    )
+
+
 def test_start_and_compare_pages_in_chromium(app_url: str, browser, tmp_path: Path) -> None:  # noqa: ANN001
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -134,10 +153,9 @@ def test_start_and_compare_pages_in_chromium(app_url: str, browser, tmp_path: Pa
     browser.save_screenshot(str(shots / "app_start.png"))
 
     # Compare page: run the preselected routers, wait for the frontier and the ranking.
-    browser.find_element(By.XPATH, "//a[contains(@href, 'compare')]").click()
+    _click(browser, "//a[contains(@href, 'compare')]")
     _wait_text(browser, "Run comparison", 30)
-    button = browser.find_element(By.XPATH, "//button[.//p[text()='Run comparison']]")
-    button.click()
+    _click(browser, "//button[.//p[text()='Run comparison']]")
     _wait_text(browser, "Savings at parity", 300)
     WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .scatterlayer"))
     plot = browser.find_element(By.CSS_SELECTOR, ".js-plotly-plot")
@@ -152,7 +170,7 @@ def test_start_and_compare_pages_in_chromium(app_url: str, browser, tmp_path: Pa
         ("drilldown", "Per prompt", "app_drilldown.png"),
         ("experiments", "Frontiers overlaid", "app_experiments.png"),
     ):
-        browser.find_element(By.XPATH, f"//a[contains(@href, '{page}')]").click()
+        _click(browser, f"//a[contains(@href, '{page}')]")
         _wait_text(browser, text, 120)
         time.sleep(2.0)
         browser.save_screenshot(str(shots / name))

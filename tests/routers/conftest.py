@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+# ``table`` (the small three-model table) and ``replay`` (a replay server of it on loopback), module-scoped, for
+# the proxy tests; a test module that defines its own fixture of the same name uses that one instead.
+from proxy_helpers import replay, table  # noqa: E402,F401
 
 
 @pytest.fixture()

@@ -14,13 +14,16 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from evals.serving import build_replay_app
 from routers import make_router
 from routers.export import export_router
+from routers.export.proxy import ProxyServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export_helpers import PRICES, point_upstreams, small_table  # noqa: E402
@@ -202,3 +205,16 @@ class ScriptedUpstream:
         if kind == "stream_slow":
             await asyncio.sleep(self.slow_s)
         yield b"data: [DONE]\n\n"
+
+
+@pytest.fixture(scope="module")
+def table():
+    """The small three-model table the proxy tests route on (import this fixture into a test module)."""
+    return small_table()
+
+
+@pytest.fixture(scope="module")
+def replay(table):
+    """The replay server on loopback, serving ``table``'s recorded answers (one per test module)."""
+    with ProxyServer(build_replay_app(table)) as srv:
+        yield srv

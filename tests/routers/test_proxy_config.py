@@ -21,7 +21,6 @@ import pytest
 
 from evals.cli import main as routelab
 from evals.exceptions import ConfigError
-from evals.serving import build_replay_app
 from routers.export.proxy import ProxyServer, build_proxy_app
 from routers.export.upstreams import parse_upstreams
 
@@ -34,7 +33,6 @@ from proxy_helpers import (  # noqa: E402
     client,
     make_folder,
     set_proxy_options,
-    small_table,
 )
 
 MODELS = ["cheap", "big"]
@@ -114,17 +112,6 @@ def test_valid_upstreams_parse_with_their_values():
         parse_upstreams(_toml(big=f'base_url = "{loopback}"'), MODELS, origin="x")
     with pytest.raises(ConfigError, match="unknown section"):
         parse_upstreams(_toml() + "[extra]\na = 1\n", MODELS, origin="x")
-
-
-@pytest.fixture(scope="module")
-def table():
-    return small_table()
-
-
-@pytest.fixture(scope="module")
-def replay(table):
-    with ProxyServer(build_replay_app(table)) as srv:
-        yield srv
 
 
 def test_the_proxy_refuses_to_start_when_an_upstream_would_get_the_client_keys(table, replay, tmp_path, capsys):

@@ -13,22 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from evals.serving import build_replay_app
 from routers.export.proxy import ProxyServer, build_proxy_app
 
 sys.path.insert(0, str(Path(__file__).parent))
-from proxy_helpers import CLIENT_KEY, ENV, chat, client, make_folder, set_proxy_options, small_table  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def table():
-    return small_table()
-
-
-@pytest.fixture(scope="module")
-def replay(table):
-    with ProxyServer(build_replay_app(table)) as srv:
-        yield srv
+from proxy_helpers import CLIENT_KEY, ENV, chat, client, make_folder, set_proxy_options  # noqa: E402
 
 
 def _open_fds() -> int:

@@ -7,9 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from evals.serving import build_replay_app
 from routers.export import load_exported
 from routers.export.proxy import ProxyServer, build_proxy_app
 
@@ -22,20 +19,8 @@ from proxy_helpers import (  # noqa: E402
     client,
     make_folder,
     metrics_of,
-    set_proxy_options,
-    small_table,  # noqa: E402
+    set_proxy_options,  # noqa: E402
 )
-
-
-@pytest.fixture(scope="module")
-def table():
-    return small_table()
-
-
-@pytest.fixture(scope="module")
-def replay(table):
-    with ProxyServer(build_replay_app(table)) as srv:
-        yield srv
 
 
 def test_slow_upstreams_get_a_504_at_the_deadline_naming_what_was_tried(table, replay, tmp_path):

@@ -30,19 +30,7 @@ from proxy_helpers import (  # noqa: E402
     make_folder,
     metrics_of,
     set_proxy_options,
-    small_table,
 )
-
-
-@pytest.fixture(scope="module")
-def table():
-    return small_table()
-
-
-@pytest.fixture(scope="module")
-def replay(table):
-    with ProxyServer(build_replay_app(table)) as srv:
-        yield srv
 
 
 @pytest.fixture()

@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from evals.exceptions import ConfigError
 from evals.serving.background import BackgroundServer
-from routers.export.exporter import ExportedRouter, load_exported
+from routers.export.loader import ExportedRouter, load_exported
 from routers.export.proxy import handlers
 from routers.export.proxy.errors import ErrorGuard, error_body, http_exception
 from routers.export.proxy.state import ProxyState

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from starlette.requests import Request
 
-from routers.export.exporter import ExportedRouter
+from routers.export.loader import ExportedRouter
 from routers.export.proxy.metrics import Metrics
 from routers.export.proxy.upstream import Scrubber, UpstreamClient, valid_usage
 from routers.export.upstreams import ProxyConfig

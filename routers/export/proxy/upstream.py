@@ -30,6 +30,8 @@ __all__ = ["Breaker", "Scrubber", "UpstreamClient", "Upstreamed", "valid_usage"]
 
 _RETRYABLE_STATUS = {408, 429}  # among 4xx; every 5xx is retried too
 _AUTH_FAIL_STATUS = {401, 403}
+#: Timeouts this close to the request deadline count as the deadline (timer resolution and races).
+_DEADLINE_SLACK_S = 0.05
 _DONE = b"data: [DONE]"
 
 
@@ -397,11 +399,14 @@ class UpstreamClient:
                 if remaining <= 0:
                     yield "the request deadline ran out mid-stream"
                     return
+                timer = asyncio.timeout(remaining)
                 try:
-                    async with asyncio.timeout(remaining):
+                    async with timer:
                         chunk = await raw.content.readany()
                 except TimeoutError:
-                    if time.monotonic() >= deadline:
+                    # The event loop may fire a timer up to its clock resolution early, and the attempt's own
+                    # read timeout (capped at the time left) can win the race by a hair: both are the deadline.
+                    if timer.expired() or time.monotonic() >= deadline - _DEADLINE_SLACK_S:
                         yield "the request deadline ran out mid-stream"
                         return
                     raise
