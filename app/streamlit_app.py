@@ -31,6 +31,7 @@ PAGES = [
     st.Page("app_pages/experiments.py", title="Experiments", icon=":material/science:"),
     st.Page("app_pages/tag_traffic.py", title="Tag traffic", icon=":material/label:"),
     st.Page("app_pages/export.py", title="Export", icon=":material/output:"),
+    st.Page("app_pages/production.py", title="Production", icon=":material/monitoring:"),
 ]
 
 # Build the default routers' encoder in the background from the first page view on (a no-op once done).

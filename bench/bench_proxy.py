@@ -25,6 +25,14 @@ per request than dense traffic.
 
     python bench/bench_proxy.py [--requests 2000] [--concurrency 32] [--router classifier]
         [--encoder minilm-static] [--upstream-latency-ms 500,100,0] [--workers 1]
+        [--fault-rate 0,0.5 --hang-s 2 --attempt-timeout-s 0.5]
+
+With ``--fault-rate``, the proxied side's upstream is a second replay server injecting every fault kind at that
+rate (hangs and slow bodies last ``--hang-s``, longer than the per-attempt ``timeout_s``, set to
+``--attempt-timeout-s``, so that they are failed attempts), while the direct side stays on the clean one.
+Routing parity is then checked on every proxied answer, and the added p50 is reported twice: over all proxied
+answers, and over those answered at the first attempt (``x-routelab-attempts: 1``), which is what validating
+upstream answers costs a request that needed no retry.
 """
 
 from __future__ import annotations
@@ -74,7 +82,11 @@ REPLAY = textwrap.dedent("""
     import sys, uvicorn
     from evals.outcomes import OutcomeTable
     from evals.serving import build_replay_app
-    app = build_replay_app(OutcomeTable.read_parquet(sys.argv[1]), latency_ms=float(sys.argv[3]))
+    from evals.serving.answers import FAULT_KINDS
+    fault_rate = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+    extra = dict(fault_rate=fault_rate, faults=FAULT_KINDS, hang_s=float(sys.argv[5]), retry_after_s=0.1, seed=1) \\
+        if fault_rate > 0 else {}
+    app = build_replay_app(OutcomeTable.read_parquet(sys.argv[1]), latency_ms=float(sys.argv[3]), **extra)
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False,
                 lifespan="off", backlog=4096)
 """)
@@ -91,11 +103,13 @@ async def load(
     headers: dict,
     ramp_s: float = 0.0,
     choices: list[str | None] | None = None,
+    attempts: list[int | None] | None = None,
 ) -> tuple[list[float], int]:
     """Send ``bodies`` with ``concurrency`` requests in flight; return per-request latencies and errors.
 
     With ``choices`` (a list as long as ``bodies``), the proxy's ``x-routelab-choice`` header of each answer
-    is stored at its body's index, for the routing-parity check.
+    is stored at its body's index, for the routing-parity check; with ``attempts``, the ``x-routelab-attempts``
+    header (upstream attempts the proxy made) and with it the latency, as ``(attempts, seconds)``.
 
     The load generator is aiohttp: httpx's pool costs milliseconds of CPU per request at this concurrency
     (encode/httpx#3215), so an httpx load generator would measure itself. Its workers start ``ramp_s /
@@ -125,6 +139,9 @@ async def load(
                         errors += r.status != 200
                         if choices is not None:
                             choices[i] = r.headers.get("x-routelab-choice")
+                        if attempts is not None and r.status == 200:
+                            n = r.headers.get("x-routelab-attempts")
+                            attempts[i] = (int(n) if n and n.isdigit() else None, time.perf_counter() - t0)
                 except (aiohttp.ClientError, asyncio.TimeoutError):  # a faulty upstream drops a connection
                     errors += 1
                 lat.append(time.perf_counter() - t0)
@@ -150,7 +167,12 @@ def metric(text: str, name: str) -> float:
 
 
 def measure(
-    folder: Path, tmp_path: Path, latency_ms: float, bodies: tuple[list[dict], list[dict]], args: argparse.Namespace
+    folder: Path,
+    tmp_path: Path,
+    latency_ms: float,
+    bodies: tuple[list[dict], list[dict]],
+    args: argparse.Namespace,
+    fault_rate: float = 0.0,
 ) -> dict[str, float]:
     """Start the replay upstream (with ``latency_ms``) and the proxy; alternate direct and proxied rounds."""
     up_port, px_port = free_port(), free_port()
@@ -161,27 +183,49 @@ def measure(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    # With --fault-rate the proxy's upstream is a second replay server that injects faults; the direct side
+    # stays on the clean one, so "direct" is what a request costs when nothing goes wrong.
+    faulty, proxy_up_port = None, up_port
+    if fault_rate > 0:
+        proxy_up_port = free_port()
+        faulty = subprocess.Popen(
+            [sys.executable, "-c", REPLAY, str(tmp_path / "replay.parquet"), str(proxy_up_port), str(latency_ms),
+             str(fault_rate), str(args.hang_s)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     ups = (folder / "upstreams.toml").read_text()
-    ups = re.sub(r'base_url = "[^"]*"', f'base_url = "http://127.0.0.1:{up_port}/v1"', ups)
+    ups = re.sub(r'base_url = "[^"]*"', f'base_url = "http://127.0.0.1:{proxy_up_port}/v1"', ups)
+    if fault_rate > 0:
+        # A per-attempt timeout below the replay server's hangs, so that its "timeout" and "slow_body" faults are
+        # failed attempts (retried) rather than slow successes that would count as answered at the first attempt.
+        ups = re.sub(r"^timeout_s = .*$", f"timeout_s = {args.attempt_timeout_s!r}", ups, flags=re.M)
     (tmp_path / "upstreams.toml").write_text(ups)
+    # The proxy's log goes to a file, not a pipe: against a faulty upstream it warns on every failed attempt, and
+    # a pipe nobody reads fills up and blocks the proxy's event loop on its next log line.
+    proxy_log = open(tmp_path / f"proxy-{latency_ms:g}-{fault_rate:g}.log", "wb")  # noqa: SIM115 - closed below
     proxy = subprocess.Popen(
         [sys.executable, "-m", "evals.cli", "serve", str(folder), "--port", str(px_port),
          "--upstreams", str(tmp_path / "upstreams.toml"), "--log-level", "warning", "--workers", str(args.workers)],
         env={**env, "ROUTELAB_PROXY_KEYS": "bench-key"},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=proxy_log,
     )  # fmt: skip
     direct_bodies, proxy_bodies = bodies
     try:
         wait_up(f"http://127.0.0.1:{up_port}/v1/models", replay)
+        if faulty is not None:
+            wait_up(f"http://127.0.0.1:{proxy_up_port}/v1/models", faulty)
         wait_up(f"http://127.0.0.1:{px_port}/healthz", proxy)
         d_url, p_url = f"http://127.0.0.1:{up_port}/v1", f"http://127.0.0.1:{px_port}/v1"
         auth = {"authorization": "Bearer bench-key"}
         asyncio.run(load(d_url, direct_bodies[:200], args.concurrency, {}))  # warm-up both paths
         asyncio.run(load(p_url, proxy_bodies[:200], args.concurrency, auth))
-        metrics0 = httpx.get(f"http://127.0.0.1:{px_port}/metrics", headers=auth).text
+        metrics0 = httpx.get(f"http://127.0.0.1:{px_port}/metrics", headers=auth, timeout=60).text
         direct, proxied, errs = [], [], 0
         seen: list[str | None] = [None] * len(proxy_bodies)  # the proxy's choice per proxied body
+        tries: list[tuple[int | None, float] | None] = [None] * len(proxy_bodies)  # (attempts, seconds) per 200
         ramp = latency_ms / 1000.0  # workers spread over one upstream round trip
         per = max(1, len(direct_bodies) // args.rounds)
         t_direct = t_proxy = cpu_px = cpu_up_direct = 0.0
@@ -195,15 +239,22 @@ def measure(
             errs += e
             c_px, t0 = cpu_seconds(proxy.pid), time.perf_counter()
             got: list[str | None] = [None] * len(proxy_bodies[sl])
-            lat, e = asyncio.run(load(p_url, proxy_bodies[sl], args.concurrency, auth, ramp, choices=got))
+            att: list = [None] * len(proxy_bodies[sl])
+            lat, e = asyncio.run(load(p_url, proxy_bodies[sl], args.concurrency, auth, ramp, choices=got, attempts=att))
             seen[sl] = got
+            tries[sl] = att
             t_proxy += time.perf_counter() - t0
             cpu_px += cpu_seconds(proxy.pid) - c_px
             proxied += lat
             errs += e
-        metrics = httpx.get(f"http://127.0.0.1:{px_port}/metrics", headers=auth).text
+        metrics = httpx.get(f"http://127.0.0.1:{px_port}/metrics", headers=auth, timeout=60).text
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}; the proxy's log: {proxy_log.name}") from None
     finally:
-        for proc in (proxy, replay):
+        proxy_log.close()
+        for proc in (proxy, replay, faulty):
+            if proc is None:
+                continue
             proc.terminate()
             try:
                 proc.wait(timeout=10)
@@ -231,6 +282,7 @@ def measure(
         "upstream_cpu_ms": 1000 * cpu_up_direct / len(direct),
         "server_side_ms": 1000 * srv_s / max(srv_n, 1),
         "choices": seen,
+        "attempts": tries,
     }
 
 
@@ -250,9 +302,23 @@ def main() -> None:
     ap.add_argument(
         "--samples", type=int, default=3000, help="MMLU-Pro samples used (train half / test half)"
     )
+    ap.add_argument(
+        "--fault-rate",
+        default="0",
+        help="comma-separated rates; per rate, proxied requests go to a replay upstream injecting every fault kind "
+        "at that rate (direct ones do not); e.g. 0,0.5 measures both in one run",
+    )
+    ap.add_argument("--hang-s", type=float, default=2.0, help="with --fault-rate: how long timeouts/slow bodies last")
+    ap.add_argument(
+        "--attempt-timeout-s",
+        type=float,
+        default=0.5,
+        help="with --fault-rate: the upstreams' per-attempt timeout_s (below --hang-s, so hangs are failed attempts)",
+    )
 
     args = ap.parse_args()
     latencies = [float(x) for x in args.upstream_latency_ms.split(",") if x.strip()]
+    fault_rates = [float(x) for x in args.fault_rate.split(",") if x.strip()]
 
     from evals import sources
     from routers import Queries, make_router
@@ -296,7 +362,8 @@ def main() -> None:
             [{"model": "router", "messages": [{"role": "user", "content": prompts[i]}]} for i in order],
         )
         for latency in latencies:
-            results[latency] = measure(folder, tmp_path, latency, bodies, args)
+            for rate in fault_rates:
+                results[latency, rate] = measure(folder, tmp_path, latency, bodies, args, rate)
 
     print(
         f"bench_proxy: router={args.router} ({params or 'no encoder'}) lam={lam:.4g}, "
@@ -304,13 +371,38 @@ def main() -> None:
         f"concurrency {args.concurrency}, {args.requests} requests per side in {args.rounds} alternating rounds, "
         f"proxy workers {args.workers}, cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}"
     )
-    for latency, r in results.items():
+    for (latency, rate), r in results.items():
         add50, add99 = r["proxied_p50"] - r["direct_p50"], r["proxied_p99"] - r["direct_p99"]
         expected = [bodies[1][i]["messages"][0]["content"] for i in range(len(bodies[1]))]
         want = dict(zip(prompts, choice, strict=True))
         answered = [(want[p], got) for p, got in zip(expected, r["choices"], strict=True) if got is not None]
         agree = sum(w == g for w, g in answered)
-        print(f"  upstream latency {latency:g} ms (errors {r['errors']}):")
+        faults = f", upstream fault rate {rate:g} for the proxied side" if rate else ""
+        print(f"  upstream latency {latency:g} ms{faults} (errors {r['errors']}):")
+        if rate > 0:
+            first = [sec for a in r["attempts"] if a is not None for n, sec in [a] if n == 1]
+            retried = [sec for a in r["attempts"] if a is not None for n, sec in [a] if n is not None and n > 1]
+            n_ok = len(first) + len(retried)
+            print(
+                f"    faults             : proxied side against an upstream faulting {100 * rate:g}% of the "
+                f"time (every kind); {n_ok} of {len(r['attempts'])} proxied requests answered 200, {len(first)} at the "
+                f"first attempt, {len(retried)} after retries/fallbacks "
+                f"(p50 {pct(retried, 50) if retried else 0:.1f} ms)"
+            )
+            clean = results.get((latency, 0.0))
+            if first:
+                add_first = pct(first, 50) - r["direct_p50"]
+                versus = ""
+                if clean is not None:
+                    delta = add_first - (clean["proxied_p50"] - clean["direct_p50"])
+                    versus = (
+                        f"; {delta:+.2f} ms against the fault-free run's added p50 (target within +2 ms: "
+                        f"{'MET' if delta <= 2 else 'NOT MET'})"
+                    )
+                print(
+                    f"    added, 1st attempt : p50 {add_first:+7.2f} ms over direct p50 (answers that needed no "
+                    f"retry){versus}"
+                )
         print(
             f"    routing parity     : {agree} of {len(answered)} proxied choices (x-routelab-choice) equal the "
             f"export's route() ({100 * agree / max(len(answered), 1):.2f}%)"

@@ -2,7 +2,8 @@
 
     nice -n 10 python bench/router_plateau.py                         # both datasets, seed 0
     nice -n 10 python bench/router_plateau.py --only mbpp --seeds 0,1,2
-    nice -n 10 python bench/router_plateau.py --only mmlu-templated --max-samples 4000
+    nice -n 10 python bench/router_plateau.py --only mmlu-templated --max-samples 6000 --signal
+    nice -n 10 python bench/router_plateau.py --only mmlu-templated --seeds 1,2 --routers cascade,oracle
 
 Datasets:
 
@@ -30,6 +31,14 @@ The plain baseline (``baseline: plain LR``): per model a logistic regression (C 
 "Question-only" is the original MMLU-Pro prompt (question and options) on the templated variant, the prompt
 itself on MBPP. Every router here uses ``encoder = "minilm-static"``; on the templated variant the embedding
 routers run with ``text = "full"`` and ``text = "auto"`` (``routers.text_selection``).
+
+The cascades read the recorded answers (both sources record every model's response): ``cascade`` compares a
+stage's answer with the cheaper stages' by normalised final answers of any format (MBPP's answers are code:
+``evals.graders.extract.final_answer``), ``cascade agreement=exact`` only by option letters and stated numbers
+(the earlier behaviour), and ``cascade-stacked`` also reads the out-of-fold predicted quality of a prompt
+classifier (``routers.strategies.cascade_stacked``). The oracle (it reads every recorded score) is the upper
+bound. ``--signal`` adds :mod:`router_signal`'s analysis: per model, how well the prompt alone and the cheaper
+models' answers separate its right answers from its wrong ones (out-of-fold AUCs).
 """
 
 from __future__ import annotations
@@ -110,7 +119,7 @@ def templated_mmlu(max_samples: int | None, seed: int) -> tuple[OutcomeTable, di
 def routers_for(dataset: str) -> list[tuple[str, dict]]:
     """(label, spec) of the routers compared on a dataset."""
     emb = {"encoder": ENCODER}
-    out = [("category", {"name": "category"})]
+    out = [("oracle (upper bound, reads the answers)", {"name": "oracle"}), ("category", {"name": "category"})]
     texts = ("full", "auto") if dataset == "mmlu-templated" else ("full",)
     for text in texts:
         tag = f" text={text}" if len(texts) > 1 else ""
@@ -119,13 +128,16 @@ def routers_for(dataset: str) -> list[tuple[str, dict]]:
             (f"irt-blend{tag}", {"name": "irt-blend", "params": {**emb, "text": text}}),
             (f"stacked{tag}", {"name": "stacked", "params": {**emb, "text": text}}),
         ]
+    # The cascade reads the cheap models' answers: normalised agreement (any format: MBPP's code) is the default;
+    # "exact" compares only option letters and stated numbers (what the cascade did before).
     out.append(("cascade", {"name": "cascade"}))
+    out.append(("cascade agreement=exact", {"name": "cascade", "params": {"agreement": "exact"}}))
+    text = "auto" if dataset == "mmlu-templated" else "full"
+    out.append((f"cascade-stacked text={text}", {"name": "cascade-stacked", "params": {**emb, "text": text}}))
     return out
 
 
-def baseline_policies(
-    split, question: dict[str, str] | None
-) -> tuple[Policy, Policy]:
+def baseline_policies(split, question: dict[str, str] | None) -> tuple[Policy, Policy]:
     """The plain baseline's validation and test policies (see the module docstring)."""
     train = split.train
     cats = sorted({str(c) for c in train.categories})
@@ -172,6 +184,7 @@ def measure(label: str, vp: Policy, tp: Policy, split, seed: int) -> dict:
         "rc_saving": rc,
         "rc_held": float(rc_score.mean() / ref_score.mean()) >= RATIO - 1e-12,
         "saving": iv["savings"],
+        "quality_diff": iv["quality_diff"],
         "ratio": ratio,
         "held": ratio >= RATIO - 1e-12,
         "met_on_validation": cal.met,
@@ -201,7 +214,7 @@ def risk_controlled_lam(vp: Policy, ref_score_val: np.ndarray, seed: int, *, lev
     return best_lam if chosen is None else chosen
 
 
-def run(dataset: str, seed: int, max_samples: int | None) -> list[dict]:
+def run(dataset: str, seed: int, max_samples: int | None, only: list[str] | None = None) -> list[dict]:
     """Every router and the baseline on one dataset and seed; prints the table and returns the rows."""
     if dataset == "mbpp":
         table, question = load("routerbench-mbpp"), None
@@ -214,6 +227,8 @@ def run(dataset: str, seed: int, max_samples: int | None) -> list[dict]:
     rows.append(measure(BASELINE, vp, tp, split, seed))
     print(f"  {BASELINE}: {time.perf_counter() - t0:.1f}s", flush=True)
     for label, spec in routers_for(dataset):
+        if only and not any(label.startswith(prefix) for prefix in only):
+            continue
         t0 = time.perf_counter()
         router = make_router(spec).fit(split.train)
         rows.append(measure(label, router.policy(split.validation), router.policy(split.test), split, seed))
@@ -238,10 +253,10 @@ def print_table(dataset: str, seed: int, rows: list[dict], aiqs: dict, table: Ou
     print(f"Saving and quality ratio {POINT_VALIDATION_CHOSEN} (target {RATIO:.0%} of the reference's quality);")
     print(f"'frontier saving' is {POINT_TEST_FRONTIER} (optimistic); AIQ over the common test cost range.\n")
     print(
-        "| router | saving [95% CI] | quality / ref | held 99% on test | risk-controlled saving (held) "
-        "| frontier saving | AIQ (common) | n_test |"
+        "| router | saving [95% CI] | quality / ref | quality - ref, pts [95% CI] | held 99% on test "
+        "| risk-controlled saving [95% CI] (held 99% on test) | frontier saving | AIQ (common) | n_test |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     base = rows[0]["saving"].value
     for r in rows:
         s = r["saving"]
@@ -249,15 +264,29 @@ def print_table(dataset: str, seed: int, rows: list[dict], aiqs: dict, table: Ou
         if not r["met_on_validation"]:
             held += " (target not met on validation)"
         delta = "" if r is rows[0] or s.value is None or base is None else f" ({(s.value - base) * 100:+.1f} pts)"
+        rc, rc_base = r["rc_saving"], rows[0]["rc_saving"].value
+        rc_delta = (
+            "" if r is rows[0] or rc.value is None or rc_base is None else f" ({(rc.value - rc_base) * 100:+.1f} pts)"
+        )
         print(
             f"| {r['router']} | {format_interval(s.value, s.low, s.high, pct=True)}{delta} | "
-            f"{format_pct(r['ratio'])} | {held} | {format_pct(r['rc_saving'].value)} "
-            f"({'yes' if r['rc_held'] else 'no'}) | {format_pct(r['frontier_saving'])} | "
+            f"{format_pct(r['ratio'])} | {_pts(r['quality_diff'])} | {held} | "
+            f"{format_interval(rc.value, rc.low, rc.high, pct=True)}{rc_delta} ({'yes' if r['rc_held'] else 'no'}) | "
+            f"{format_pct(r['frontier_saving'])} | "
             f"{aiqs[r['router']]:.4f} | {r['n_test']} |"
         )
-    print(f"| single models (hull) | — | — | — | — | — | {aiqs['single models (hull)']:.4f} | {rows[0]['n_test']} |")
-    print(f"\n(oracle quality on test: {oracle_q:.3f}; reference quality on test: "
-          f"{split.test.quality[:, list(split.test.models).index(ref)].mean():.3f})", flush=True)
+    hull = aiqs["single models (hull)"]
+    print(f"| single models (hull) | — | — | — | — | — | — | {hull:.4f} | {rows[0]['n_test']} |")
+    print(
+        f"\n(oracle quality on test: {oracle_q:.3f}; reference quality on test: "
+        f"{split.test.quality[:, list(split.test.models).index(ref)].mean():.3f})",
+        flush=True,
+    )
+
+
+def _pts(iv) -> str:
+    """A quality difference in points with its interval, e.g. ``-0.8 [-3.1, +1.6]``."""
+    return f"{iv.value * 100:+.1f} [{iv.low * 100:+.1f}, {iv.high * 100:+.1f}]"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["mbpp", "mmlu-templated"], help="one dataset (default: both)")
     ap.add_argument("--seeds", default="0", help="comma-separated split seeds (default 0)")
     ap.add_argument("--max-samples", type=int, default=None, help="subsample the MMLU-Pro samples (CPU)")
+    ap.add_argument(
+        "--routers",
+        default=None,
+        help="comma-separated label prefixes of the routers to run (the baseline always runs)",
+    )
+    ap.add_argument("--signal", action="store_true", help="also print the signal analysis (router_signal.py)")
     args = ap.parse_args(argv)
     datasets = [args.only] if args.only else ["mbpp", "mmlu-templated"]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -273,31 +308,46 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = []
         for seed in seeds:
             print(f"\n## {dataset}, seed {seed}", flush=True)
-            per_seed.append(run(dataset, seed, args.max_samples))
+            only = args.routers.split(",") if args.routers else None
+            per_seed.append(run(dataset, seed, args.max_samples, only))
         if len(seeds) > 1:
             print_summary(dataset, seeds, per_seed)
+        if args.signal:
+            from router_signal import signal_report  # a sibling module of this bench
+
+            if dataset == "mbpp":
+                signal_report(dataset, load("routerbench-mbpp"), None, ENCODER)
+            else:
+                signal_report(dataset, *templated_mmlu(args.max_samples, seeds[0]), ENCODER)
     return 0
 
 
 def print_summary(dataset: str, seeds: list[int], per_seed: list[list[dict]]) -> None:
-    """Across seeds, per router: mean saving at the validation-chosen point and how often 99% held on test."""
+    """Across seeds, per router: median saving and its paired difference to the baseline, and how often 99% held.
+
+    Medians, not means: when validation picks a cheap reference (on MBPP it is gpt-3.5 for some seeds), a
+    router that buys gpt-4 "saves" -1000%, and one such seed would swamp a mean.
+    """
     print(f"\n### {dataset}: summary over seeds {seeds} ({POINT_VALIDATION_CHOSEN})\n")
+    refs = sorted({rows[0]["reference"] for rows in per_seed})
+    print(f"References chosen on validation: {', '.join(refs)}\n")
     print(
-        "| router | mean saving | min..max | held 99% on test | mean saving - baseline "
-        "| risk-controlled: mean saving, held |"
+        "| router | median saving | held 99% on test | median (saving - baseline) | seeds above baseline "
+        "| risk-controlled: median saving, median - baseline, held |"
     )
     print("|---|---|---|---|---|---|")
-    labels = [r["router"] for r in per_seed[0]]
     base = np.array([rows[0]["saving"].value or 0.0 for rows in per_seed])
-    for i, label in enumerate(labels):
-        sav = np.array([rows[i]["saving"].value or 0.0 for rows in per_seed])
-        held = sum(rows[i]["held"] for rows in per_seed)
-        rc = np.array([rows[i]["rc_saving"].value or 0.0 for rows in per_seed])
-        rc_held = sum(rows[i]["rc_held"] for rows in per_seed)
+    rc_base = np.array([rows[0]["rc_saving"].value or 0.0 for rows in per_seed])
+    for label in [r["router"] for r in per_seed[0]]:
+        mine = [next(r for r in rows if r["router"] == label) for rows in per_seed]
+        sav = np.array([r["saving"].value or 0.0 for r in mine])
+        rc = np.array([r["rc_saving"].value or 0.0 for r in mine])
+        n = len(seeds)
         print(
-            f"| {label} | {format_pct(sav.mean())} | {format_pct(sav.min())}..{format_pct(sav.max())} | "
-            f"{held}/{len(seeds)} | {(sav - base).mean() * 100:+.1f} pts | {format_pct(rc.mean())}, "
-            f"{rc_held}/{len(seeds)} |"
+            f"| {label} | {format_pct(float(np.median(sav)))} | {sum(r['held'] for r in mine)}/{n} | "
+            f"{np.median(sav - base) * 100:+.1f} pts | {int((sav > base).sum())}/{n} | "
+            f"{format_pct(float(np.median(rc)))}, {np.median(rc - rc_base) * 100:+.1f} pts, "
+            f"{sum(r['rc_held'] for r in mine)}/{n} |"
         )
 
 

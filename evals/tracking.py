@@ -45,6 +45,7 @@ __all__ = [
     "experiment_name",
     "flat_params",
     "log_evaluation",
+    "log_production_report",
     "read_router_run",
     "safe_uri",
     "start_run",
@@ -488,3 +489,54 @@ def run_frontier(run_id: str, *, uri: str | None = None) -> Any:
     except Exception:  # noqa: BLE001 - a run without that artifact, or an unreachable artifact store
         return pd.DataFrame()
     return pd.read_csv(path)
+
+
+def log_production_report(
+    report: Any,
+    *,
+    uri: str | None = None,
+    report_paths: Sequence[Path] = (),
+) -> str:
+    """Log a production report (``routelab logs report``: promised vs delivered) as one run.
+
+    The run goes in the experiment of the export's dataset (``routelab/<dataset>``, or ``routelab/production``
+    when the export has no measurement), tagged ``routelab.kind = production``: the log, the export and the
+    targets as params, :meth:`~evals.workbench.production_report.ProductionReport.metrics` as metrics, the report
+    JSON and the given files as artifacts. No prompt or answer text is logged.
+
+    Returns:
+        The run id.
+
+    Raises:
+        TrackingError: when MLflow cannot be reached or refuses the run.
+    """
+    uri = uri or tracking_uri()
+    doc = report.to_dict()
+    dataset = doc["promised"].get("dataset") or "production"
+    _use_experiment(uri, experiment_name(dataset))
+    try:
+        with start_run(
+            f"production-{Path(doc['log_dir']).name}",
+            tags={"routelab.kind": "production", "routelab.dataset": dataset},
+        ) as run:
+            mlflow.log_params(
+                flat_params(
+                    {
+                        "log_dir": doc["log_dir"],
+                        "export": doc["export"],
+                        "router": doc["promised"].get("router"),
+                        "lam": doc["promised"].get("lam"),
+                        "bucket": doc["bucket"],
+                        "offpolicy_targets": [e["label"] for e in doc["offpolicy"]],
+                    }
+                )
+            )
+            mlflow.log_metrics(_metrics(report.metrics()))
+            mlflow.log_dict(doc, "production_report.json")
+            for path in report_paths:
+                mlflow.log_artifact(str(path), artifact_path="report")
+            return str(run.info.run_id)
+    except TrackingError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a store or artifact failure of any kind
+        raise TrackingError(f"logging to MLflow at {_safe_uri(uri)} failed: {exc}") from exc

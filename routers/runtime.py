@@ -3,9 +3,9 @@
 Why this is one file of more than 600 lines: it is copied byte for byte into every export folder and run there
 on its own (without RouteLab, so it cannot import sibling modules), and its sha256 is what RouteLab trusts
 (:mod:`routers.export.released_runtimes`). Its sections, in order: the decision rule (:func:`decide`, the one
-rule every router and export uses), features, the static encoder, heads, adaptive state, the loaded router,
-the kind table (:data:`KINDS`: kind -> quality head, arrays, choice), and loading a folder without RouteLab
-(:func:`load_folder`).
+rule every router and export uses), features, text selection, the static encoder, heads, adaptive state, the
+loaded router, the kind table (:data:`KINDS`: kind -> quality head, arrays, choice), and loading a folder
+without RouteLab (:func:`load_folder`).
 
 This one file is what an exported router folder runs, copied verbatim, and it is also what the workbench's
 strategies call in their ``predict_quality`` / ``predict_cost``: so an exported router makes exactly the
@@ -33,6 +33,9 @@ mf              :func:`mf_head`: sigmoid(<W x, v_m> + b_m) (matrix factorisation
 blend           weighted mean of the quality of several sub-states (``meta["parts"]``)
 adaptive        :func:`posterior_head`: per-category discounted Beta posterior of success, updated live by
                 :meth:`LoadedRouter.feedback` (:func:`apply_feedback`); decided by :func:`explore_choice`
+provider        category table of per-model (``model@provider`` arm) quality; an arm over the latency bound
+                (its live latency from :meth:`LoadedRouter.set_live`, else the price table's) or down is
+                never chosen (:func:`provider_admissible`)
 ==============  ========================================================================================
 
 Cost heads (``meta["cost"]["kind"]``): ``constant`` (per model, optionally per category) or ``tokens``
@@ -44,6 +47,11 @@ is a hashing bag of words computed here (no model, no dependency); any other nam
 :func:`load_state` (the export folder passes its own). The ``minilm-static`` encoder's arithmetic is here too
 (:func:`static_embed`): an export bundles its tokenizer and token table as data, and :func:`load_folder` /
 :func:`load_static_encoder` run it with numpy and the ``tokenizers`` package only (imported lazily).
+
+Text selection (:func:`select_text`): an embedding router's state may carry ``meta["text_selection"]``, the rule
+``routers.text_selection`` learned at fit time (a shared prefix/suffix and recurring lines of the train prompts
+to strip, a window to keep head and tail within). :meth:`LoadedRouter.features` applies it before embedding, so
+the workbench, an export folder and the proxy embed exactly the same text.
 """
 
 from __future__ import annotations
@@ -70,10 +78,13 @@ __all__ = [
     "STATIC_TOKENIZER_FILE",
     "STATIC_VECTORS_FILE",
     "StaticEmbedder",
+    "TEXT_MODES",
+    "TEXT_SELECTION_FORMAT",
     "apply_feedback",
     "category_one_hot",
     "category_table_head",
     "check_feedback",
+    "check_text_selection",
     "check_state_arrays",
     "decide",
     "decide_rows",
@@ -82,6 +93,7 @@ __all__ = [
     "explore_choice",
     "featurise",
     "hash_bow",
+    "head_and_tail",
     "knn_head",
     "l2_normalize",
     "linear_head",
@@ -97,7 +109,9 @@ __all__ = [
     "static_embed",
     "StaticTokenIds",
     "sha256_file",
+    "select_text",
     "static_token_ids",
+    "strip_template",
     "static_tokenizer",
     "token_cost_head",
     "unit_hash",
@@ -220,6 +234,94 @@ def category_index(categories: Sequence[str] | None, vocabulary: Sequence[str], 
     if categories is None:
         return np.full(n, len(vocabulary), dtype=int)
     return np.array([index.get(str(c), len(vocabulary)) for c in categories], dtype=int)
+
+
+# ---------------------------------------------------------------------------------------------- text selection
+# Which text of a request an embedding router reads (learned at fit time by routers.text_selection, stored in the
+# state as ``meta["text_selection"]``). Applied here, in :meth:`LoadedRouter.features`, so the workbench, an
+# export folder and the proxy strip exactly the same. Only the embedded text changes: the token cost head still
+# reads the length of the whole prompt (what is paid for).
+
+#: The version of a ``text_selection`` spec this runtime applies.
+TEXT_SELECTION_FORMAT = 1
+#: The rules (``mode``) of a text selection spec; ``full`` embeds the prompt as given.
+TEXT_MODES = ("full", "auto", "last_user", "question")
+
+
+def check_text_selection(spec: Any, where: str = "text_selection") -> dict[str, Any]:
+    """Check a ``text_selection`` spec (``format``, ``mode``, ``prefix``, ``suffix``, ``recurring_lines``,
+    ``max_chars``) and return it.
+
+    Raises:
+        ValueError: naming the first malformed field (``where.field``).
+    """
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be an object, got {type(spec).__name__}")
+    if spec.get("format") != TEXT_SELECTION_FORMAT:
+        raise ValueError(
+            f"{where}.format is {spec.get('format')!r}; this runtime applies format {TEXT_SELECTION_FORMAT}"
+        )
+    if spec.get("mode") not in TEXT_MODES:
+        raise ValueError(f"{where}.mode must be one of {', '.join(TEXT_MODES)}, got {spec.get('mode')!r}")
+    for key in ("prefix", "suffix"):
+        if not isinstance(spec.get(key), str):
+            raise ValueError(f"{where}.{key} must be a string, got {spec.get(key)!r:.80}")
+    lines = spec.get("recurring_lines")
+    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+        raise ValueError(f"{where}.recurring_lines must be a list of strings")
+    window = spec.get("max_chars")
+    if window is not None and (not isinstance(window, int) or isinstance(window, bool) or window < 2):
+        raise ValueError(f"{where}.max_chars must be an integer >= 2 or null, got {window!r}")
+    return spec
+
+
+def head_and_tail(text: str, max_chars: int | None) -> str:
+    """``text`` itself when it fits in ``max_chars``; else its first and last ``max_chars // 2`` characters,
+    joined by a line break, so both the instructions at the top and the question at the bottom are embedded."""
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    half = max(int(max_chars) // 2, 1)
+    return text[:half] + "\n" + text[-half:]
+
+
+def strip_ends(text: str, prefix: str, suffix: str) -> str:
+    """``text`` without ``prefix`` (when it starts with it) and ``suffix`` (when it ends with it)."""
+    if prefix and text.startswith(prefix):
+        text = text[len(prefix) :]
+    if suffix and text.endswith(suffix):
+        text = text[: -len(suffix)]
+    return text
+
+
+def strip_template(text: str, prefix: str, suffix: str, recurring_lines: Sequence[str]) -> str:
+    """``text`` without the learned prefix, suffix and recurring lines (compared stripped), blank ends trimmed."""
+    text = strip_ends(text, prefix, suffix)
+    if recurring_lines:
+        drop = set(recurring_lines)
+        text = "\n".join(line for line in text.splitlines() if line.strip() not in drop)
+    return text.strip()
+
+
+def select_text(prompts: Sequence[str], spec: dict[str, Any] | None) -> list[str]:
+    """The text embedded for each prompt under a checked ``text_selection`` spec (None: the prompts as given).
+
+    ``full``: unchanged. ``last_user``: head and tail within ``max_chars``. ``question``: the template
+    (prefix, suffix, recurring lines) stripped, then head and tail. ``auto``: as ``question``, but a prompt
+    that is all template keeps its whole text (it must still be routed on something).
+    """
+    if spec is None or spec["mode"] == "full":
+        return list(prompts)
+    mode, window = spec["mode"], spec.get("max_chars")
+    if mode == "last_user":
+        return [head_and_tail(p, window) for p in prompts]
+    prefix, suffix, lines = spec["prefix"], spec["suffix"], spec["recurring_lines"]
+    out = []
+    for p in prompts:
+        varying = strip_template(p, prefix, suffix, lines)
+        if mode == "auto" and not varying.strip():
+            varying = p
+        out.append(head_and_tail(varying, window))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- static encoder
@@ -875,12 +977,24 @@ class LoadedRouter:
         self.kind: str = meta["kind"]
         self.models: tuple[str, ...] = tuple(meta["models"])
         self.embed_fn = embed_fn
+        # The learned text rule of an embedding router (None: embed prompts as given); see "text selection".
+        self.text_selection: dict[str, Any] | None = (
+            check_text_selection(meta["text_selection"]) if meta.get("text_selection") is not None else None
+        )
         self._parts = [
             LoadedRouter(pm, _sub_arrays(arrays, f"p{i}."), embed_fn)
             for i, pm in enumerate(meta.get("parts", []))
         ]
         # Kind "adaptive": the live posterior, changed by feedback (see the "adaptive" section).
         self._live: FeedbackState | None = FeedbackState(meta, arrays) if self.kind == "adaptive" else None
+        # Kind "provider": live latencies (seconds) and failing arms, set by the proxy's telemetry.
+        self.live_latency_s: dict[str, float] = {}
+        self.live_down: frozenset[str] = frozenset()
+
+    def set_live(self, latency_s: dict[str, float], down: Sequence[str] = ()) -> None:
+        """Kind ``provider``: the live typical latency of arms (replacing the price table's figures for them)
+        and the arms currently failing; an arm left out keeps its exported latency."""
+        self.live_latency_s, self.live_down = dict(latency_s), frozenset(down)
 
     # ------------------------------------------------------------------ feedback (kind "adaptive")
     def _adaptive(self) -> FeedbackState:
@@ -918,8 +1032,9 @@ class LoadedRouter:
 
     # ------------------------------------------------------------------ features
     def features(self, prompts: Sequence[str], categories: Sequence[str] | None = None) -> np.ndarray:
-        """The feature matrix this router's head reads: embeddings, then one-hot categories if used."""
-        x = featurise(prompts, self.meta["encoder"], self.embed_fn)
+        """The feature matrix this router's head reads: embeddings of the selected text (:func:`select_text`),
+        then one-hot categories if used."""
+        x = featurise(select_text(prompts, self.text_selection), self.meta["encoder"], self.embed_fn)
         if self.meta.get("use_category"):
             one_hot = category_one_hot(categories, self.meta["categories"], len(prompts))
             x = np.hstack([x, one_hot * np.float32(self.meta.get("category_scale", 1.0))])
@@ -1013,12 +1128,17 @@ def _rules_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | No
     return rules_head(matched, r.arrays["segment_of_rule"], r.arrays["segment_quality"])
 
 
+#: The state fields that define a router's features (:meth:`LoadedRouter.features`).
+_FEATURE_FIELDS = ("encoder", "use_category", "categories", "category_scale", "normalise", "text_selection")
+
+
 def _blend_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, x: Any) -> np.ndarray:
     w = np.asarray(r.meta["weights"], dtype=float)
-    feats: dict[tuple[str, bool], np.ndarray] = {}  # parts on the same features compute them once
+    feats: dict[str, np.ndarray] = {}  # parts on the same features compute them once
     total = np.zeros((len(prompts), len(r.models)))
     for wi, part in zip(w, r._parts, strict=True):
-        key = (part.meta.get("encoder", ""), bool(part.meta.get("use_category")))
+        # Every meta field LoadedRouter.features reads (a kNN member normalises and scales its categories).
+        key = json.dumps([part.meta.get(k) for k in _FEATURE_FIELDS], sort_keys=True)
         if part.meta.get("encoder") and key not in feats:
             feats[key] = part.features(prompts, cats)
         total += wi * part.predict_quality(prompts, cats, x=feats.get(key))
@@ -1045,6 +1165,46 @@ def _single_choice(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | No
 def _random_mix_choice(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, lam: float) -> np.ndarray:
     u = unit_hash(prompts, int(r.meta["seed"]))
     return random_mix_choice(u, lam, float(r.meta["break_even"]), int(r.meta["weak"]), int(r.meta["strong"]))
+
+
+def provider_admissible(
+    allowed: np.ndarray, latency_s: np.ndarray, max_latency_s: float | None, down: np.ndarray
+) -> np.ndarray:
+    """Arms a provider router may choose: allowed, not down, and within the latency bound (unknown = within).
+
+    When none is, the fastest allowed arm(s) that are not down (or, all being down, the allowed ones): an answer
+    from a slow provider beats none.
+    """
+    up = allowed & ~down
+    if not up.any():
+        up = allowed
+    known = np.isfinite(latency_s)
+    within = up & (True if max_latency_s is None else (~known | (latency_s <= float(max_latency_s))))
+    if within.any():
+        return within
+    lat = np.where(up & known, latency_s, np.inf)
+    return up & (lat <= lat.min()) if np.isfinite(lat.min()) else up
+
+
+def _provider_mask(r: LoadedRouter) -> np.ndarray:
+    p = r.meta["provider"]
+    lat = np.array([r.live_latency_s.get(m, np.nan if t is None else t) for m, t in zip(r.models, p["latency_s"],
+                                                                                        strict=True)], dtype=float)
+    down = np.array([m in r.live_down for m in r.models])
+    return provider_admissible(np.asarray(p["allowed"], dtype=bool), lat, p["max_latency_s"], down)
+
+
+def _provider_quality(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, x: Any) -> np.ndarray:
+    return np.where(_provider_mask(r)[None, :], _category_quality(r, prompts, cats, x), 0.0)
+
+
+def _provider_choice(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, lam: float) -> np.ndarray:
+    # Inadmissible arms get quality 0 and a cost above every admissible arm: never chosen at any lam.
+    ok = _provider_mask(r)
+    cost = np.asarray(r.meta["provider"]["cost"], dtype=float)
+    c = np.where(ok, cost, cost[ok].max() * 2.0 + 1e-6)
+    q = np.where(ok[None, :], _category_quality(r, prompts, cats, None), 0.0)
+    return decide(q, c, lam)
 
 
 def _adaptive_choice(r: LoadedRouter, prompts: list[str], cats: Sequence[str] | None, lam: float) -> np.ndarray:
@@ -1117,6 +1277,9 @@ KINDS: dict[str, Kind] = {
         reads_features=True,
     ),
     "blend": Kind(_blend_quality, lambda meta: {}),  # its parts' arrays are checked part by part
+    "provider": Kind(
+        _provider_quality, lambda meta: {"quality_table": (_rows(meta, "categories"), "m")}, choose=_provider_choice
+    ),
     "adaptive": Kind(
         _adaptive_quality,
         lambda meta: {
@@ -1152,6 +1315,8 @@ def check_state_arrays(meta: dict[str, Any], shapes: dict[str, tuple[int, ...]],
     """
     if not isinstance(meta, dict) or meta.get("kind") not in KINDS:
         raise ValueError(f"unknown router state kind {meta.get('kind') if isinstance(meta, dict) else meta!r}")
+    if meta.get("text_selection") is not None:
+        check_text_selection(meta["text_selection"], f"state {prefix or 'meta'} text_selection")
     try:
         expected = dict(KINDS[meta["kind"]].arrays(meta))
         if not prefix:  # a blend's parts have no cost head of their own

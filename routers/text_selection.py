@@ -6,8 +6,9 @@ reads only its first 256 word pieces, often all template), and the part that tel
 question) is diluted or cut off. The rule, ``text = ...``:
 
 - ``"full"``: the text as given (for a chat: the last user message, the rule of
-  ``evals.serving.wire.prompt_of``); nothing is learned, nothing is cut. The default everywhere, so that
-  existing routers and exports are unchanged.
+  ``evals.serving.wire.prompt_of``, which the proxy routes on); nothing is learned, nothing is cut. The
+  default of every router, so that existing routers and exports are unchanged (``[router_defaults] text =
+  "auto"`` in an eval config turns selection on for every embedding router).
 - ``"last_user"``: for a chat, the last user message; a single string is one user message, kept whole. Cut
   to the encoder's window keeping head and tail (below).
 - ``"question"``: the part that varies across the training prompts. :meth:`TextSelector.fit` learns, from the
@@ -22,9 +23,11 @@ Head and tail: when a selected text is longer than ``max_chars`` (the caller's e
 window in characters), its first and last ``max_chars // 2`` characters are kept, joined by a line break, so
 that both the instructions at the top and the question at the bottom are represented.
 
-The learned state is JSON-able (:meth:`TextSelector.to_state` / :meth:`TextSelector.from_state`), so an
-export can store it and a proxy strip exactly what the workbench stripped. This module uses the standard
-library only (it is meant to move into the numpy-only export runtime)::
+Learning happens here; applying is :func:`routers.runtime.select_text`, the one copy of the rule, which the
+workbench's routers, an export folder (its own ``runtime.py``) and the proxy all run. The learned state is
+JSON-able (:meth:`TextSelector.to_state`, the ``text_selection`` spec the runtime checks and applies): an
+embedding router stores it in its state, so an export carries it and a proxy strips exactly what the workbench
+stripped::
 
     sel = TextSelector.fit(train_prompts, "auto", max_chars=2000)
     sel.select(prompt)                                  # the text to embed
@@ -39,52 +42,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-__all__ = ["TEXT_MODES", "Prompt", "TextSelector", "head_and_tail", "last_user_text"]
+from evals.serving.wire import prompt_of
+from routers import runtime
+from routers.runtime import TEXT_MODES, head_and_tail
 
-#: The values of a router's ``text`` parameter.
-TEXT_MODES = ("full", "auto", "last_user", "question")
+__all__ = ["TEXT_MODES", "Prompt", "TextSelector", "head_and_tail"]
 
 #: A request: a prompt string, or an OpenAI-style chat (a list of ``{"role", "content"}`` messages).
 Prompt = Union[str, Sequence[Mapping[str, Any]]]
 
-STATE_FORMAT = 1
-
-
-def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    """Text of the last user message of a chat (string content, or the text parts of a content list).
-
-    The same rule as ``evals.serving.wire.prompt_of`` (what the proxy routes on), except that a chat without
-    a user message gives ``""`` rather than None.
-    """
-    for msg in reversed(list(messages)):
-        if isinstance(msg, Mapping) and msg.get("role") == "user":
-            content = msg.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return "".join(
-                    p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text"
-                )
-            return ""
-    return ""
-
-
-def head_and_tail(text: str, max_chars: int | None) -> str:
-    """``text`` itself when it fits in ``max_chars``; else its first and last ``max_chars // 2`` characters.
-
-    The two parts are joined by a line break (which counts towards neither). None means no limit.
-    """
-    if max_chars is None or len(text) <= max_chars:
-        return text
-    half = max(int(max_chars) // 2, 1)
-    return text[:half] + "\n" + text[-half:]
+STATE_FORMAT = runtime.TEXT_SELECTION_FORMAT
 
 
 def _base_text(prompt: Prompt) -> str:
+    """A string as is; a chat's last user message (``prompt_of``; ``""`` without one)."""
     if isinstance(prompt, str):
         return prompt
     if isinstance(prompt, Sequence):
-        return last_user_text(prompt)
+        return prompt_of(list(prompt)) or ""
     raise TypeError(f"a prompt must be a string or a list of chat messages, got {type(prompt).__name__}")
 
 
@@ -139,7 +114,9 @@ class TextSelector:
     def __post_init__(self) -> None:
         if self.mode not in TEXT_MODES:
             raise ValueError(f"text must be one of {', '.join(map(repr, TEXT_MODES))}, got {self.mode!r}")
-        if self.max_chars is not None and (not isinstance(self.max_chars, int) or self.max_chars < 2):
+        if self.max_chars is not None and (
+            not isinstance(self.max_chars, int) or isinstance(self.max_chars, bool) or self.max_chars < 2
+        ):
             raise ValueError(f"max_chars must be an int >= 2 or None, got {self.max_chars!r}")
 
     # ------------------------------------------------------------------ learning
@@ -178,35 +155,25 @@ class TextSelector:
             prefix = suffix = ""
         counts: Counter[str] = Counter()
         for t in texts:
-            counts.update({line.strip() for line in _strip_ends(t, prefix, suffix).splitlines() if line.strip()})
+            counts.update(
+                {line.strip() for line in runtime.strip_ends(t, prefix, suffix).splitlines() if line.strip()}
+            )
         threshold = float(line_share) * len(texts)
         lines = tuple(sorted(line for line, k in counts.items() if k > threshold))
         return cls(mode=mode, prefix=prefix, suffix=suffix, recurring_lines=lines, max_chars=max_chars)
 
     # ------------------------------------------------------------------ applying
     def select(self, prompt: Prompt) -> str:
-        """The text to embed for one request (a string or a chat)."""
-        base = _base_text(prompt)
-        if self.mode == "full":
-            return base
-        if self.mode == "last_user":
-            return head_and_tail(base, self.max_chars)
-        varying = self.strip_template(base)
-        if not varying.strip() and self.mode == "auto":
-            varying = base
-        return head_and_tail(varying, self.max_chars)
+        """The text to embed for one request (a string or a chat): :func:`routers.runtime.select_text`."""
+        return self.select_many([prompt])[0]
 
     def select_many(self, prompts: Iterable[Prompt]) -> list[str]:
         """:meth:`select` of each prompt, in order."""
-        return [self.select(p) for p in prompts]
+        return runtime.select_text([_base_text(p) for p in prompts], self.to_state())
 
     def strip_template(self, text: str) -> str:
         """``text`` without the learned prefix, suffix and recurring lines (surrounding blank space trimmed)."""
-        text = _strip_ends(text, self.prefix, self.suffix)
-        if self.recurring_lines:
-            drop = set(self.recurring_lines)
-            text = "\n".join(line for line in text.splitlines() if line.strip() not in drop)
-        return text.strip()
+        return runtime.strip_template(text, self.prefix, self.suffix, self.recurring_lines)
 
     @property
     def changes_text(self) -> bool:
@@ -228,8 +195,9 @@ class TextSelector:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> TextSelector:
         """Rebuild from :meth:`to_state` (a clear error for another format or a missing field)."""
-        if state.get("format") != STATE_FORMAT:
-            raise ValueError(f"text selection state has format {state.get('format')!r}, expected {STATE_FORMAT}")
+        if not isinstance(state, Mapping) or state.get("format") != STATE_FORMAT:
+            got = state.get("format") if isinstance(state, Mapping) else state
+            raise ValueError(f"text selection state has format {got!r}, expected {STATE_FORMAT}")
         try:
             return cls(
                 mode=str(state["mode"]),
@@ -241,10 +209,3 @@ class TextSelector:
         except KeyError as exc:
             raise ValueError(f"text selection state lacks the field {exc.args[0]!r}") from None
 
-
-def _strip_ends(text: str, prefix: str, suffix: str) -> str:
-    if prefix and text.startswith(prefix):
-        text = text[len(prefix) :]
-    if suffix and text.endswith(suffix):
-        text = text[: -len(suffix)]
-    return text

@@ -11,6 +11,7 @@ Pages stay thin: they lay out widgets and call these functions. The package is s
 ``runs``           MLflow runs, read and written through :mod:`evals.tracking`
 ``drilldown``      per prompt and per category at each router's operating point
 ``export``         measurement at an operating point, refit, write the deployable folder
+``production``     promised vs delivered of a serving router's decision log (Production page)
 ``warmup``         building the default encoder in the background from the first page view on
 =================  ==========================================================================================
 
@@ -46,6 +47,12 @@ from app.services.figures import (
     router_runs_table,
     single_model_points,
 )
+from app.services.production import default_paths as production_default_paths
+from app.services.production import drift_frame as production_drift_frame
+from app.services.production import offpolicy_frame as production_offpolicy_frame
+from app.services.production import production_report
+from app.services.production import saving_figure as production_saving_figure
+from app.services.production import slice_frame as production_slice_frame
 from app.services.runs import (
     list_evaluations,
     list_experiments,
@@ -161,4 +168,10 @@ __all__ = [
     "tracking_label",
     "tracking_uri",
     "wait_for_warmup",
+    "production_default_paths",
+    "production_drift_frame",
+    "production_offpolicy_frame",
+    "production_report",
+    "production_saving_figure",
+    "production_slice_frame",
 ]

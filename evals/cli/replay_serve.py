@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Start an OpenAI-compatible server (POST /v1/chat/completions, GET /v1/models, "
         "GET /_stats) "
         "that answers with the recorded response of the requested model for the prompt of the last user "
-        "message. Useful to try routelab collect and the exported proxy without keys.",
+        "message. Useful to try routelab collect and the exported proxy without keys. It also answers as a "
+        "pairwise judge (--judge-model, from the recorded correctness of the two answers) and can stage quality "
+        "drift (--drift, or POST/DELETE /_drift at run time).",
     )
     p.add_argument("source", help="a source name (routelab datasets list) or an outcome file")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, loopback only)")
@@ -54,6 +56,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a prompt without a recorded answer gets a 404 (default) or, with 'canned', a 200 whose content "
         f"starts with {CANNED_PREFIX!r} (so any prompt works in a demo)",
     )
+    p.add_argument(
+        "--judge-model",
+        default="replay-judge",
+        metavar="NAME",
+        help="model name answered as a pairwise judge from the recorded scores of the two answers "
+        "(default replay-judge)",
+    )
+    p.add_argument(
+        "--drift",
+        action="append",
+        default=[],
+        metavar="MODEL:CATEGORY[@START_S[-STOP_S]]",
+        help="make MODEL's answers to CATEGORY's prompts wrong from START_S seconds after start (default 0) "
+        "until STOP_S (default: until DELETE /_drift); repeatable. POST/DELETE /_drift does the same at run time",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the fault sequence")
     p.add_argument("--models", help="comma-separated models to serve (default: all of the table)")
     p.add_argument("--limit", type=int, help="serve only the first N samples")
@@ -61,8 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import time
+
     from evals import sources
     from evals.serving import ReplayServer
+    from evals.serving.drift import parse_drift_flag
 
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
     if faults == ["all"]:
@@ -70,6 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     unknown = [f for f in faults if f not in FAULT_KINDS]
     if unknown:  # before the (slow) table load
         raise ConfigError(f"--fault-kinds: unknown fault kind(s) {unknown}; valid: all, {', '.join(FAULT_KINDS)}")
+    started = time.time()
+    drifts = [parse_drift_flag(d, started) for d in args.drift]  # form checked before the (slow) table load
     table = sources.load(args.source)
     if args.models:
         table = table.select(models=[m.strip() for m in args.models.split(",") if m.strip()])
@@ -86,7 +108,10 @@ def _run(args: argparse.Namespace) -> int:
         retry_after_s=args.retry_after_s,
         hang_s=args.hang_s,
         unknown_prompts=args.unknown_prompts,
+        judge_model=args.judge_model,
     )
+    for model, category, at, until in drifts:
+        server.start_drift(model, category, at, until)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"routelab: warning: serving on {args.host}, not loopback", file=sys.stderr)
 
@@ -94,6 +119,8 @@ def _run(args: argparse.Namespace) -> int:
         notes = []
         if args.unknown_prompts == "canned":
             notes.append("unknown prompts get a canned answer")
+        if drifts:
+            notes.append("drift: " + ", ".join(args.drift))
         if args.fault_rate:
             notes.append(f"injected faults on {args.fault_rate:g} of requests ({', '.join(faults)})")
         print(

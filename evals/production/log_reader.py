@@ -1,9 +1,12 @@
 """Read a decision-log directory: append-only JSON Lines segments, rotated, possibly cut short by a crash.
 
 The writer (the proxy, ``routelab serve``) appends one :class:`~evals.production.records.DecisionRecord` per line
-to the current segment and starts a new one by size and time. Segments are named by :func:`segment_name`
+to the current segment and starts a new one by size and time; shadow pairs and online grades
+(:class:`~evals.production.records.ShadowPair`, :class:`~evals.production.records.GradeRecord`) go in the same
+segments, each line saying its ``kind``. Segments are named by :func:`segment_name`
 (``decisions-<UTC start>-<sequence>.jsonl``, optionally gzipped once closed), so sorting the names gives the
-order they were written in.
+order they were written in. ``routelab logs grade`` adds its grades as whole ``grades-<UTC start>-<sequence>.jsonl``
+segments (:func:`write_segment`), so it never appends to a file the proxy is writing.
 
 Reading never fails on the log's content: a process killed mid-write leaves a last line without its newline, which
 is skipped and counted as ``truncated``; a line that is not JSON, or JSON that is not a valid record, is skipped
@@ -28,25 +31,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evals.exceptions import DataNotFoundError
-from evals.production.records import SCHEMA_VERSION, DecisionRecord, RecordError
+from evals.production.records import (
+    SCHEMA_VERSION,
+    DecisionRecord,
+    GradeRecord,
+    LogRecord,
+    RecordError,
+    ShadowPair,
+    record_from_dict,
+)
 
-__all__ = ["LogReadResult", "SEGMENT_PATTERN", "list_segments", "read_log", "segment_name"]
+__all__ = ["LogReadResult", "SEGMENT_PATTERN", "list_segments", "read_log", "segment_name", "write_segment"]
 
-#: What a segment's file name looks like: ``decisions-20261202T040000Z-000001.jsonl`` (``.gz`` once closed).
-SEGMENT_PATTERN = re.compile(r"^decisions-(\d{8}T\d{6}Z)-(\d{6,})\.jsonl(\.gz)?$")
+#: What a segment's file name looks like: ``decisions-20261202T040000Z-000001.jsonl`` (``.gz`` once closed), or
+#: ``grades-...`` for the segments ``routelab logs grade`` writes.
+SEGMENT_PATTERN = re.compile(r"^(decisions|grades)-(\d{8}T\d{6}Z)-(\d{6,})\.jsonl(\.gz)?$")
+#: The segment name prefixes (who wrote the segment: the proxy, or an offline grading run).
+SEGMENT_PREFIXES = ("decisions", "grades")
 #: How many example problems (file:line and message) a read keeps.
 MAX_EXAMPLES = 20
 
 
-def segment_name(start_time: float, sequence: int) -> str:
+def segment_name(start_time: float, sequence: int, prefix: str = "decisions") -> str:
     """The file name of a segment started at ``start_time`` (Unix seconds) with a writer's ``sequence`` number.
 
     The sequence breaks ties between segments started in the same second (rotation by size under heavy load).
+    ``prefix`` is ``decisions`` (the proxy) or ``grades`` (``routelab logs grade``).
     """
     if sequence < 0:
         raise ValueError(f"segment sequence must be >= 0, got {sequence}")
+    if prefix not in SEGMENT_PREFIXES:
+        raise ValueError(f"segment prefix must be one of {SEGMENT_PREFIXES}, got {prefix!r}")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(start_time))
-    return f"decisions-{stamp}-{sequence:06d}.jsonl"
+    return f"{prefix}-{stamp}-{sequence:06d}.jsonl"
 
 
 def list_segments(log_dir: str | os.PathLike[str]) -> list[Path]:
@@ -62,20 +79,24 @@ def list_segments(log_dir: str | os.PathLike[str]) -> list[Path]:
     def order(p: Path) -> tuple[str, int, str]:
         m = SEGMENT_PATTERN.match(p.name)
         assert m is not None
-        return (m.group(1), int(m.group(2)), p.name)
+        return (m.group(2), int(m.group(3)), p.name)
 
     return sorted((p for p in root.iterdir() if p.is_file() and SEGMENT_PATTERN.match(p.name)), key=order)
 
 
 @dataclass
 class LogReadResult:
-    """What :func:`read_log` found: the valid records and a count of everything skipped, by kind."""
+    """What :func:`read_log` found: the valid records of each kind and a count of everything skipped, by kind."""
 
     records: list[DecisionRecord] = field(default_factory=list)
-    """Valid records, in write order."""
+    """Valid decision records, in write order."""
+    shadow_pairs: list[ShadowPair] = field(default_factory=list)
+    """Valid shadow pairs, in write order."""
+    grades: list[GradeRecord] = field(default_factory=list)
+    """Valid grade records, in write order."""
     errors: Counter[str] = field(default_factory=Counter)
-    """Skipped lines per kind: ``truncated``, ``bad_json``, ``unknown_schema``, ``bad_record:<field>``,
-    ``unreadable_segment``."""
+    """Skipped lines per kind: ``truncated``, ``bad_json``, ``unknown_schema``, ``unknown_kind``,
+    ``bad_record:<field>`` (a decision), ``bad_shadow:<field>``, ``bad_grade:<field>``, ``unreadable_segment``."""
     examples: list[str] = field(default_factory=list)
     """Up to :data:`MAX_EXAMPLES` skipped lines as ``file:line: message``."""
     segments: int = 0
@@ -89,8 +110,10 @@ class LogReadResult:
         return sum(self.errors.values())
 
     def summary(self) -> str:
-        """One line: ``12,345 records from 3 segments; skipped 2 (truncated 1, bad_json 1)``."""
+        """One line: ``12,345 records from 3 segment(s), 40 shadow pairs, 40 grades; skipped 2 (truncated 1, ...)``."""
         head = f"{len(self.records):,} records from {self.segments} segment(s)"
+        if self.shadow_pairs or self.grades:
+            head += f", {len(self.shadow_pairs):,} shadow pairs, {len(self.grades):,} grades"
         if not self.errors:
             return head + "; nothing skipped"
         kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(self.errors.items()))
@@ -152,7 +175,46 @@ def _parse_line(where: str, raw: bytes, result: LogReadResult) -> None:
         result._skip("unknown_schema", where, f"schema_version {data.get('schema_version')!r}; this reader knows "
                                               f"{SCHEMA_VERSION}")
         return
+    if isinstance(data, dict) and data.get("kind", "decision") not in _LISTS:
+        result._skip("unknown_kind", where, f"record kind {data.get('kind')!r}; this reader knows {sorted(_LISTS)}")
+        return
     try:
-        result.records.append(DecisionRecord.from_dict(data))
+        record = record_from_dict(data)
     except RecordError as exc:
-        result._skip(f"bad_record:{exc.field}", where, str(exc))
+        prefix = {"shadow": "bad_shadow", "grade": "bad_grade"}.get(exc.kind, "bad_record")
+        result._skip(f"{prefix}:{exc.field}", where, str(exc))
+        return
+    getattr(result, _LISTS[record.kind]).append(record)
+
+
+#: Record kind -> the LogReadResult list it goes to.
+_LISTS = {"decision": "records", "shadow": "shadow_pairs", "grade": "grades"}
+
+
+def write_segment(log_dir: str | os.PathLike[str], records: list[LogRecord], prefix: str = "grades",
+                  now: float | None = None) -> Path | None:
+    """Write ``records`` as one new complete segment in ``log_dir``; the path, or None when there is nothing to write.
+
+    The segment appears whole or not at all (written to a hidden temporary file, then renamed), and its name never
+    collides with an existing segment (the sequence number is one past the highest of that second's segments).
+
+    Raises:
+        DataNotFoundError: when ``log_dir`` is not a directory.
+        OSError: when the directory is not writable.
+    """
+    root = Path(log_dir)
+    if not root.is_dir():
+        raise DataNotFoundError(f"decision log directory {str(root)!r} does not exist (or is not a directory)")
+    if not records:
+        return None
+    start = time.time() if now is None else now
+    sequence = 0
+    while True:
+        name = segment_name(start, sequence, prefix)
+        if not (root / name).exists() and not (root / f"{name}.gz").exists():
+            break
+        sequence += 1
+    tmp = root / f".{name}.tmp"
+    tmp.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, root / name)  # atomic: a reader sees the whole segment or none of it
+    return root / name

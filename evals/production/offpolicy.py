@@ -11,9 +11,28 @@ operating point, another router), with weight ``w_i = pi(a_i | x_i) / p_i``:
   model ``rhat`` (here the candidates' predicted quality or cost, as the log stores them); unbiased when either the
   propensities or the reward model are right, and much less variable than IPS when the reward model is good.
 
-Each comes with a percentile bootstrap interval over logged requests (one paired draw for all three, from
-:func:`evals.stats.resample_counts`). A target policy is either a deterministic choice per request (model indices,
-shape (n,)) or a probability matrix (n, m) whose rows sum to 1.
+Each comes with an interval (95% by default) of one of two kinds, named in the result's ``interval_method``:
+
+* ``design`` (the default whenever the logging policy's probabilities of every model are known, as they are in
+  a decision log): ``value +- z * se``, where ``se`` is the larger of (1) the usual plug-in standard error of the
+  per-request terms and (2) the **design** standard error: the variance those terms have under the *known*
+  logging policy, ``E[w^2 (r - b)^2 | x] = sum_a pi(a|x)^2 / mu(a|x) * v_a``, averaged over *every* logged request
+  (``b`` = the estimator's baseline: 0 for IPS, the SNIPS value, ``rhat`` for DR; ``v_a`` = the mean of
+  ``(r - b)^2`` over the requests that logged model ``a``). Why: with exploration ``epsilon`` spread over ``m``
+  models, a target that disagrees with the logging router is seen only on the rare explored requests that happen
+  to pick its model (weight ``m / epsilon``, e.g. 280; a handful per 5,000 requests). The estimate's spread is
+  dominated by those few requests, and on most logs they are too few to show it: a bootstrap or plug-in variance
+  then sees almost nothing and its interval is far too narrow (measured on MMLU-Pro: 75-95% coverage per target
+  and metric for a nominal 95%, ``bench/bench_offpolicy.py``). The known propensities say how much variance the
+  unseen requests carry, from all ``n`` requests instead of the few that hit (measured: 95-100%).
+  Where the reward's range is known (``reward_range``: a grade in [0, 1], a cost >= 0), the ends are clipped to it.
+* ``bootstrap``: the percentile bootstrap over logged requests (one paired draw for all three, from
+  :func:`evals.stats.resample_counts`). Kept for comparison and for logs without the full logging probabilities;
+  it under-covers when the weights are heavy (small ``effective_n``).
+
+A target policy is either a deterministic choice per request (model indices, shape (n,)) or a probability matrix
+(n, m) whose rows sum to 1. No reward model is fitted on the log (DR's ``rhat`` is the router's own predictions,
+fitted offline), so there is no fitting variance to carry and no cross-fitting to do.
 
 Example:
     >>> est = estimate(choice, propensity, quality, target=other_choice, predicted=quality_hat)  # doctest: +SKIP
@@ -25,6 +44,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -34,12 +54,17 @@ from evals.production.records import DecisionRecord
 from evals.stats import DEFAULT_RESAMPLES, Interval, resample_counts
 
 __all__ = [
+    "INTERVAL_METHODS",
     "LoggedDecisions",
     "OffPolicyEstimate",
     "estimate",
     "estimate_policy",
     "target_probabilities",
 ]
+
+#: The interval kinds :func:`estimate` computes (see the module docstring); ``auto`` picks ``design`` when the
+#: logging probabilities are given and ``bootstrap`` otherwise.
+INTERVAL_METHODS = ("auto", "design", "bootstrap")
 
 
 @dataclass(frozen=True)
@@ -63,6 +88,8 @@ class OffPolicyEstimate:
     unsupported: float | None
     """Share of the target's probability mass on models the logging policy could not pick (propensity 0): the
     part IPS and SNIPS cannot see (None when the logging probabilities of every model are not known)."""
+    interval_method: str = "bootstrap"
+    """How the intervals were computed: ``design`` or ``bootstrap`` (see the module docstring)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -75,6 +102,7 @@ class OffPolicyEstimate:
             "effective_n": self.effective_n,
             "max_weight": self.max_weight,
             "unsupported": self.unsupported,
+            "interval_method": self.interval_method,
         }
 
 
@@ -114,6 +142,63 @@ def _bounds(draws: np.ndarray, level: float) -> tuple[float | None, float | None
     return (float(lo) if np.isfinite(lo) else None, float(hi) if np.isfinite(hi) else None)
 
 
+def _normal_interval(value: float | None, se: float, n: int, level: float) -> Interval:
+    """``value +- z * se`` (undefined value: no bounds)."""
+    if value is None or not np.isfinite(se):
+        return Interval(value, None, None, n)
+    half = NormalDist().inv_cdf(0.5 + level / 2) * se
+    return Interval(value, value - half, value + half, n)
+
+
+def _clip(iv: Interval, reward_range: tuple[float | None, float | None]) -> Interval:
+    """``iv`` with its ends clipped to the possible range of a mean reward."""
+    lo_r, hi_r = reward_range
+    low, high = iv.low, iv.high
+    if lo_r is not None:
+        low = None if low is None else max(low, lo_r)
+        high = None if high is None else max(high, lo_r)
+    if hi_r is not None:
+        low = None if low is None else min(low, hi_r)
+        high = None if high is None else min(high, hi_r)
+    return Interval(iv.value, low, high, iv.n)
+
+
+def _design_se(
+    terms_direct: np.ndarray,
+    residual: np.ndarray,
+    a: np.ndarray,
+    ratio: np.ndarray,
+    pi: np.ndarray,
+    center: float,
+    plug_in_var: float,
+) -> float:
+    """Standard error of ``mean_i [d_i + w_i (r_i - b_i)]`` from the known logging policy (module docstring).
+
+    ``E[term^2 | x_i]`` is ``d_i^2 + 2 d_i sum_a pi(a|x_i) e_a + sum_a pi(a|x_i)^2 / mu(a|x_i) v_a``, with ``e_a`` and
+    ``v_a`` the mean and mean square of the residual ``r - b`` over the requests that logged model ``a`` (a model
+    the log never shows gets the largest ``v`` seen, and ``e = 0``). The variance of a term is that, averaged over
+    every request, minus ``center^2`` (the mean of a term); the result is never below the plug-in variance.
+
+    Args:
+        terms_direct: ``d_i``, the direct part of each term (0 for IPS and SNIPS), (n,).
+        residual: ``r_i - b_i`` at the logged model, (n,).
+        a: The logged model index per request, (n,).
+        ratio: ``pi^2 / mu`` per request and model (0 where ``mu`` is 0), (n, m).
+        pi: The target's probabilities, (n, m).
+        center: The mean of a term (the estimate for IPS and DR, 0 for SNIPS's linearised terms).
+        plug_in_var: The sample variance of the terms.
+    """
+    n, m = ratio.shape
+    counts = np.bincount(a, minlength=m)
+    seen = counts > 0
+    e = np.where(seen, np.bincount(a, weights=residual, minlength=m) / np.maximum(counts, 1), 0.0)
+    v = np.bincount(a, weights=residual**2, minlength=m) / np.maximum(counts, 1)
+    v = np.where(seen, v, v[seen].max())  # conservative for a model the log never shows
+    second = terms_direct**2 + 2 * terms_direct * (pi @ e) + ratio @ v
+    var = max(float(second.mean()) - center**2, plug_in_var, 0.0)
+    return float(np.sqrt(var / n))
+
+
 def estimate(
     choice: Any,
     propensity: Any,
@@ -122,10 +207,12 @@ def estimate(
     predicted: Any = None,
     *,
     logging_probabilities: Any = None,
+    interval: str = "auto",
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     level: float = 0.95,
     resamples: np.ndarray | None = None,
+    reward_range: tuple[float | None, float | None] = (None, None),
 ) -> OffPolicyEstimate:
     """Estimate a target policy's mean reward from logged decisions (see the module docstring).
 
@@ -137,14 +224,28 @@ def estimate(
             sample).
         target: The target policy: model indices (n,) or probabilities (n, m).
         predicted: Reward model ``rhat`` (n, m) for DR (None: no DR).
-        logging_probabilities: The logging policy's full probabilities (n, m), for the ``unsupported`` diagnostic.
-        n_resamples, seed, level: The bootstrap (ignored when ``resamples`` is given).
+        logging_probabilities: The logging policy's full probabilities (n, m): needed for ``design`` intervals and
+            the ``unsupported`` diagnostic.
+        interval: ``design``, ``bootstrap`` or ``auto`` (design when ``logging_probabilities`` is given).
+        n_resamples, seed: The bootstrap (ignored when ``resamples`` is given, or for design intervals).
+        level: Interval level.
         resamples: Resample counts (B, n) from :func:`evals.stats.resample_counts` over the requests kept, to pair
-            several estimates on one draw.
+            several bootstrap estimates on one draw.
+        reward_range: The smallest and largest reward possible (None: unbounded), e.g. ``(0, 1)`` for a grade:
+            interval ends are clipped to it (the target's mean reward cannot lie outside, so no coverage is lost).
+            The estimates themselves are not clipped (an IPS value outside the range says its weights are wild).
 
     Raises:
-        ValueError: for mismatched shapes, propensities outside (0, 1], or no request with a known reward.
+        ValueError: for mismatched shapes, propensities outside (0, 1], no request with a known reward, an unknown
+            interval kind, or design intervals without the logging probabilities.
     """
+    if interval not in INTERVAL_METHODS:
+        raise ValueError(f"interval must be one of {', '.join(INTERVAL_METHODS)}, got {interval!r}")
+    if interval == "auto":
+        interval = "design" if logging_probabilities is not None else "bootstrap"
+    if interval == "design" and logging_probabilities is None:
+        raise ValueError("design intervals need logging_probabilities (the logging policy's probability of every "
+                         "model per request); pass them, or interval='bootstrap'")
     a = np.asarray(choice, dtype=int).reshape(-1)
     p = np.asarray(propensity, dtype=float).reshape(-1)
     r = np.asarray(reward, dtype=float).reshape(-1)
@@ -163,6 +264,11 @@ def estimate(
     pi = target_probabilities(target_arr, n_all, m)
     if (a < 0).any() or (a >= m).any():
         raise ValueError(f"logged choice has an index outside [0, {m})")
+    mu = None
+    if logging_probabilities is not None:
+        mu = np.asarray(logging_probabilities, dtype=float)
+        if mu.shape != (n_all, m):
+            raise ValueError(f"logging probabilities have shape {mu.shape}, expected {(n_all, m)}")
     known = ~np.isnan(r)
     n = int(known.sum())
     if n == 0:
@@ -170,30 +276,53 @@ def estimate(
     a, p, r, pi = a[known], p[known], r[known], pi[known]
     rows = np.arange(n)
     w = pi[rows, a] / p
-    W = resamples if resamples is not None else resample_counts(n, n_resamples, seed)
-    if W.shape[1] != n:
-        raise ValueError(f"resamples are over {W.shape[1]} requests, but {n} have a known reward")
     wr = w * r
-    ips_draws = W @ wr / n
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snips_draws = (W @ wr) / (W @ w)
     sw = float(w.sum())
-    ips = Interval(float(wr.mean()), *_bounds(ips_draws, level), n)
-    snips = Interval(float(wr.sum() / sw) if sw > 0 else None, *_bounds(snips_draws, level), n)
-    dr = None
+    rhat = None
     if predicted is not None:
         rhat = np.asarray(predicted, dtype=float)
         if rhat.shape != (n_all, m):
             raise ValueError(f"predicted rewards have shape {rhat.shape}, expected {(n_all, m)}")
         rhat = rhat[known]
-        terms = (pi * rhat).sum(axis=1) + w * (r - rhat[rows, a])
-        dr = Interval(float(terms.mean()), *_bounds(W @ terms / n, level), n)
+    ips_value = float(wr.mean())
+    snips_value = float(wr.sum() / sw) if sw > 0 else None
+    direct = None if rhat is None else (pi * rhat).sum(axis=1)
+    dr_terms = None if rhat is None else direct + w * (r - rhat[rows, a])
+    if interval == "bootstrap":
+        W = resamples if resamples is not None else resample_counts(n, n_resamples, seed)
+        if W.shape[1] != n:
+            raise ValueError(f"resamples are over {W.shape[1]} requests, but {n} have a known reward")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snips_draws = (W @ wr) / (W @ w)
+        ips = Interval(ips_value, *_bounds(W @ wr / n, level), n)
+        snips = Interval(snips_value, *_bounds(snips_draws, level), n)
+        dr = None if dr_terms is None else Interval(float(dr_terms.mean()), *_bounds(W @ dr_terms / n, level), n)
+    else:
+        mu_k = mu[known]  # type: ignore[index]
+        supported = mu_k > 0  # unsupported mass is reported as `unsupported`; it carries no variance term here
+        ratio = np.where(supported, pi**2 / np.where(supported, mu_k, 1.0), 0.0)
+        zero = np.zeros(n)
+        ips_se = _design_se(zero, r, a, ratio, pi, ips_value, float(wr.var()))
+        ips = _normal_interval(ips_value, ips_se, n, level)
+        if snips_value is None:
+            snips = Interval(None, None, None, n)
+        else:
+            # Linearised: SNIPS - truth ~ mean_i w_i (r_i - value) / mean(w).
+            lin = w * (r - snips_value)
+            snips_se = _design_se(zero, r - snips_value, a, ratio, pi, 0.0, float(lin.var())) / (sw / n)
+            snips = _normal_interval(snips_value, snips_se, n, level)
+        dr = None
+        if dr_terms is not None:
+            dr_value = float(dr_terms.mean())
+            dr_se = _design_se(direct, r - rhat[rows, a], a, ratio, pi, dr_value, float(dr_terms.var()))
+            dr = _normal_interval(dr_value, dr_se, n, level)
+    ips, snips = _clip(ips, reward_range), _clip(snips, reward_range)
+    dr = None if dr is None else _clip(dr, reward_range)
     unsupported = None
-    if logging_probabilities is not None:
-        mu = np.asarray(logging_probabilities, dtype=float)[known]
-        unsupported = float(np.where(mu <= 0, pi, 0.0).sum(axis=1).mean())
+    if mu is not None:
+        unsupported = float(np.where(mu[known] <= 0, pi, 0.0).sum(axis=1).mean())
     ess = float(sw**2 / (w**2).sum()) if sw > 0 else 0.0
-    return OffPolicyEstimate(ips, snips, dr, n, n_all - n, ess, float(w.max()), unsupported)
+    return OffPolicyEstimate(ips, snips, dr, n, n_all - n, ess, float(w.max()), unsupported, interval)
 
 
 @dataclass(frozen=True)
@@ -311,24 +440,33 @@ def estimate_policy(
     logged: LoggedDecisions,
     target: Any,
     *,
+    interval: str = "auto",
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     level: float = 0.95,
+    quality_range: tuple[float | None, float | None] = (0.0, 1.0),
 ) -> dict[str, OffPolicyEstimate]:
     """A target policy's mean ``cost`` and ``quality`` on the logged traffic; DR uses the logged predictions.
+
+    Cost intervals are clipped at 0, quality intervals to ``quality_range`` (RouteLab's grades are in [0, 1];
+    pass ``(None, None)`` for rewards on another scale, e.g. judge deltas in [-1, 1]).
+
+    Intervals are ``design`` ones when the log carries every record's operating point (so the logging policy's
+    probabilities of every model are known), else bootstrap ones (``interval`` overrides; see :func:`estimate`).
 
     Raises:
         ValueError: as :func:`estimate`; ``quality`` is left out (not raised) when no request is graded.
     """
     out: dict[str, OffPolicyEstimate] = {}
-    for name, reward, predicted in (
-        ("cost", logged.cost, logged.predicted_cost),
-        ("quality", logged.quality, logged.predicted_quality),
+    for name, reward, predicted, bounds in (
+        ("cost", logged.cost, logged.predicted_cost, (0.0, None)),
+        ("quality", logged.quality, logged.predicted_quality, quality_range),
     ):
         if np.isnan(reward).all():
             continue
         out[name] = estimate(
             logged.choice, logged.propensity, reward, target, predicted,
-            logging_probabilities=logged.logging_probabilities, n_resamples=n_resamples, seed=seed, level=level,
+            logging_probabilities=logged.logging_probabilities, interval=interval, n_resamples=n_resamples,
+            seed=seed, level=level, reward_range=bounds,
         )
     return out

@@ -16,6 +16,18 @@ valid), written as one compact JSON object per line with ``schema_version``::
     rec = DecisionRecord(request_id="r1", time=1764650000.0, route="router", prompt_hash=prompt_hash("hi"), ...)
     line = rec.to_json()                      # one line, no newline
     same = DecisionRecord.from_json(line)     # validated again
+
+Two more record kinds share the log's segments (each line says which it is in ``kind``; a line without ``kind`` is a
+decision, as every line was before they existed):
+
+- :class:`ShadowPair` (``kind = "shadow"``): a sampled request's answer beside the reference model's answer to the
+  same prompt, asked after the client had its answer (issue 15, item 4). Texts capped and redacted like a
+  decision's; written by the proxy's shadow sampler.
+- :class:`GradeRecord` (``kind = "grade"``): a verdict on one shadow pair, the answer against the reference
+  (``win``/``tie``/``loss``), from a judge or exact match, written online by the proxy or offline by
+  ``routelab logs grade``.
+
+:func:`record_from_dict` / :func:`record_from_json` read any of the three.
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from evals.exceptions import SchemaError
 
@@ -35,17 +47,29 @@ __all__ = [
     "Candidate",
     "DEFAULT_TEXT_CAP",
     "DecisionRecord",
+    "GradeRecord",
+    "KINDS",
+    "LogRecord",
     "RecordError",
     "SCHEMA_VERSION",
+    "ShadowPair",
+    "VERDICTS",
     "cap_text",
     "prompt_hash",
+    "record_from_dict",
+    "record_from_json",
     "redact_secrets",
+    "verdict_of",
 ]
 
 #: The version of the record layout; bumped on any change a reader must know about.
 SCHEMA_VERSION = 1
 #: Rollout arms (item 2): the router's arm, the control model's arm, or no rollout configured.
 ARMS = ("router", "control", "none")
+#: The record kinds a log line may hold (its ``kind`` field; absent means ``decision``).
+KINDS = ("decision", "shadow", "grade")
+#: A grade's verdict on the answer against the reference answer.
+VERDICTS = ("win", "tie", "loss")
 #: Default per-field cap on stored texts, in characters (a text longer than this is cut and flagged).
 DEFAULT_TEXT_CAP = 4000
 
@@ -59,11 +83,12 @@ _HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 class RecordError(SchemaError):
-    """A decision record that does not match the schema; ``field`` names the offending field."""
+    """A log record that does not match the schema; ``field`` names the offending field, ``kind`` the record kind."""
 
-    def __init__(self, field_name: str, message: str) -> None:
-        super().__init__(f"decision record field {field_name!r}: {message}")
+    def __init__(self, field_name: str, message: str, kind: str = "decision") -> None:
+        super().__init__(f"{kind} record field {field_name!r}: {message}")
         self.field = field_name
+        self.kind = kind
 
 
 def prompt_hash(prompt: str) -> str:
@@ -167,10 +192,14 @@ class DecisionRecord:
     """The answer (only with ``store_text``; capped and redacted)."""
     text_truncated: bool = False
     """Whether a stored text was cut to the cap."""
+    kind: str = "decision"
+    """The record kind (always ``decision``; lines written before kinds existed have none and read as this)."""
     schema_version: int = field(default=SCHEMA_VERSION)
     """The layout version this record was written with (:data:`SCHEMA_VERSION`)."""
 
     def __post_init__(self) -> None:
+        if self.kind != "decision":
+            raise RecordError("kind", f"a decision record's kind is 'decision', got {self.kind!r}")
         self._check_identity()
         self._check_policy()
         self._check_outcome()
@@ -243,13 +272,7 @@ class DecisionRecord:
             if not isinstance(getattr(self, name), bool):
                 raise RecordError(name, f"must be true or false, got {getattr(self, name)!r}")
         for name in ("prompt_text", "answer_text"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if not isinstance(value, str):
-                raise RecordError(name, f"must be a string or null, got {type(value).__name__}")
-            if _SECRET.search(value):  # texts are redacted by cap_text before they get here; a key never stays
-                raise RecordError(name, "contains a key-shaped string; pass texts through cap_text()")
+            _check_text(self, name, "decision")
 
     # ------------------------------------------------------------------ derived
     @property
@@ -263,7 +286,7 @@ class DecisionRecord:
         """A JSON-able dict (candidates as a list of dicts; ``schema_version`` first)."""
         d = asdict(self)
         d["candidates"] = [asdict(c) for c in self.candidates]
-        return {"schema_version": d.pop("schema_version"), **d}
+        return {"schema_version": d.pop("schema_version"), "kind": d.pop("kind"), **d}
 
     def to_json(self) -> str:
         """One compact JSON line (no trailing newline; NaN and infinities refused)."""
@@ -276,27 +299,15 @@ class DecisionRecord:
         Raises:
             RecordError: for a missing or unknown field, or a value the schema refuses (names the field).
         """
-        if not isinstance(data, Mapping):
-            raise RecordError("<record>", f"must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:  # never carry a field the schema does not know (that is how a header or key would leak)
-            raise RecordError(unknown[0], f"unknown field (schema version {SCHEMA_VERSION} knows {sorted(known)})")
-        if "schema_version" not in data:
-            raise RecordError("schema_version", "missing")
-        if data["schema_version"] != SCHEMA_VERSION:
-            raise RecordError("schema_version", f"this reader knows version {SCHEMA_VERSION}, got "
-                                                f"{data['schema_version']!r}")
-        kwargs = dict(data)
+        kwargs = _checked_fields(cls, data, "decision")
         raw = kwargs.get("candidates", [])
         if not isinstance(raw, list) or not all(isinstance(c, Mapping) for c in raw):
             raise RecordError("candidates", "must be a list of objects")
         try:
             kwargs["candidates"] = tuple(Candidate(**c) for c in raw)
-            return cls(**kwargs)
-        except TypeError as exc:  # a required field missing, or a candidate with a wrong key
-            missing = re.search(r"argument[s]?: '([^']+)'", str(exc))
-            raise RecordError(missing.group(1) if missing else "<record>", str(exc)) from None
+        except TypeError as exc:  # a candidate with a wrong or missing key
+            raise RecordError("candidates", str(exc)) from None
+        return _build(cls, kwargs, "decision")
 
     @classmethod
     def from_json(cls, line: str) -> DecisionRecord:
@@ -305,11 +316,7 @@ class DecisionRecord:
         Raises:
             RecordError: for a line that is not JSON (field ``<json>``) or not a valid record.
         """
-        try:
-            data = json.loads(line)
-        except (ValueError, RecursionError) as exc:
-            raise RecordError("<json>", f"not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(_json_object(line, "decision"))
 
 
 def _number(x: Any) -> float | None:
@@ -318,3 +325,284 @@ def _number(x: Any) -> float | None:
         return None
     v = float(x)
     return v if math.isfinite(v) else None
+
+
+class _FlatRecord:
+    """JSON lines for a record of flat fields with a ``kind`` (shadow pairs and grades share this)."""
+
+    KIND: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (``schema_version`` and ``kind`` first)."""
+        return _ordered(asdict(self))  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        """One compact JSON line (no trailing newline; NaN and infinities refused)."""
+        return _dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """Build and validate a record from :meth:`to_dict`'s form (raises :class:`RecordError` naming the field)."""
+        return _build(cls, _checked_fields(cls, data, cls.KIND), cls.KIND)
+
+    @classmethod
+    def from_json(cls, line: str) -> Any:
+        """Parse and validate one JSON line (raises :class:`RecordError`)."""
+        return cls.from_dict(_json_object(line, cls.KIND))
+
+
+@dataclass(frozen=True)
+class ShadowPair(_FlatRecord):
+    """A shadow-sampled request's answer beside the reference model's answer to the same prompt (``kind: shadow``).
+
+    The proxy writes one after the client had its answer and the reference model answered (or failed: then
+    ``reference_status`` is not 200 and ``reference_text`` is None). ``request_id`` joins it to its
+    :class:`DecisionRecord`. Texts are capped and redacted by :func:`cap_text` like a decision's.
+    """
+
+    KIND: ClassVar[str] = "shadow"
+
+    request_id: str
+    """The proxy's id of the request (the decision record's ``request_id``)."""
+    time: float
+    """When the reference model's answer came back (or failed), Unix seconds (UTC)."""
+    route: str
+    """The route (model name the client asked for)."""
+    answered_by: str
+    """The model whose answer the client got."""
+    reference: str
+    """The reference model asked in the shadow."""
+    reference_status: int
+    """The HTTP status of the reference call (200 when it answered)."""
+    reference_latency_s: float
+    """Seconds the reference call took (>= 0)."""
+    category: str | None = None
+    """The ``x-routelab-category`` header, when sent."""
+    prompt_text: str | None = None
+    """The prompt (capped and redacted)."""
+    answer_text: str | None = None
+    """The answer the client got (capped and redacted)."""
+    reference_text: str | None = None
+    """The reference model's answer (capped and redacted); None when it failed."""
+    expected: str | None = None
+    """The known correct answer (a letter, a number...), when the request carried one: enables exact grading."""
+    answer_cost_usd: float | None = None
+    """The answer's cost in dollars, when known."""
+    reference_cost_usd: float | None = None
+    """The reference call's cost in dollars (shadow spend), when known."""
+    reference_error: str = ""
+    """Why the reference call failed (``timeout``, ``http 503``...); "" when it answered."""
+    text_truncated: bool = False
+    """Whether a stored text was cut to the cap."""
+    kind: str = "shadow"
+    """The record kind (always ``shadow``)."""
+    schema_version: int = field(default=SCHEMA_VERSION)
+    """The layout version (:data:`SCHEMA_VERSION`)."""
+
+    def __post_init__(self) -> None:
+        k = "shadow"
+        _check_common(self, k)
+        for name in ("route", "answered_by", "reference"):
+            _check_name(self, name, k)
+        if isinstance(self.reference_status, bool) or not isinstance(self.reference_status, int) or not (
+            100 <= self.reference_status <= 599
+        ):
+            raise RecordError("reference_status", f"must be an HTTP status (100..599), got "
+                                                  f"{self.reference_status!r}", k)
+        if (lat := _number(self.reference_latency_s)) is None or lat < 0:
+            raise RecordError("reference_latency_s", f"must be seconds >= 0, got {self.reference_latency_s!r}", k)
+        for name in ("answer_cost_usd", "reference_cost_usd"):
+            value = getattr(self, name)
+            if value is not None and ((c := _number(value)) is None or c < 0):
+                raise RecordError(name, f"must be dollars >= 0 or null, got {value!r}", k)
+        for name in ("category", "expected"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise RecordError(name, f"must be a string or null, got {getattr(self, name)!r}", k)
+        if not isinstance(self.reference_error, str):
+            raise RecordError("reference_error", f"must be a string, got {self.reference_error!r}", k)
+        if not isinstance(self.text_truncated, bool):
+            raise RecordError("text_truncated", f"must be true or false, got {self.text_truncated!r}", k)
+        for name in ("prompt_text", "answer_text", "reference_text"):
+            _check_text(self, name, k)
+
+    @property
+    def gradable(self) -> bool:
+        """Whether a judge can grade the pair: the reference answered and the prompt and both answers are stored."""
+        return (self.reference_status == 200 and self.prompt_text is not None and self.answer_text is not None
+                and self.reference_text is not None)
+
+    @classmethod
+    def build(cls, *, cap: int = DEFAULT_TEXT_CAP, prompt_text: str | None = None, answer_text: str | None = None,
+              reference_text: str | None = None, **kw: Any) -> ShadowPair:
+        """A pair with its three texts passed through :func:`cap_text` (``text_truncated`` set when one was cut)."""
+        texts = {name: cap_text(value, cap) for name, value in
+                 (("prompt_text", prompt_text), ("answer_text", answer_text), ("reference_text", reference_text))}
+        cut = any(flag for _, flag in texts.values())
+        return cls(**{name: value for name, (value, _) in texts.items()}, text_truncated=cut, **kw)
+
+
+
+def verdict_of(answer_score: float, reference_score: float) -> str:
+    """``win``/``tie``/``loss`` of the answer against the reference, from their scores under one grader."""
+    return "win" if answer_score > reference_score else "loss" if answer_score < reference_score else "tie"
+
+
+@dataclass(frozen=True)
+class GradeRecord(_FlatRecord):
+    """A verdict on one :class:`ShadowPair`: the answer against the reference answer (``kind: grade``).
+
+    Scores are in [0, 1] under one grader. Exact match: each answer's correctness (1 or 0) against the expected
+    answer. Pairwise judge (both orders): ``answer_score`` is the answer's pairwise score against the reference
+    (0.5 = tie) and ``reference_score`` is 0.5, what the reference scores against itself, so the two are on the
+    scale the offline ``judge_pairwise`` grader uses with the reference as baseline. ``verdict`` must agree with
+    the scores (:func:`verdict_of`). ``(request_id, grader)`` identifies a grade: a pair is graded once per grader.
+    """
+
+    KIND: ClassVar[str] = "grade"
+
+    request_id: str
+    """The graded pair's ``request_id``."""
+    time: float
+    """When the grade was made, Unix seconds (UTC)."""
+    grader: str
+    """Who graded: ``exact`` or ``judge:<model>``."""
+    verdict: str
+    """``win``, ``tie`` or ``loss``: the answer against the reference."""
+    answer_score: float
+    """The answer's score in [0, 1]."""
+    reference_score: float
+    """The reference answer's score in [0, 1] (0.5 under a pairwise judge)."""
+    answered_by: str
+    """The model whose answer was graded."""
+    reference: str
+    """The reference model."""
+    category: str | None = None
+    """The request's category header, when sent."""
+    online: bool = False
+    """True when the proxy graded it while serving; False for ``routelab logs grade``."""
+    detail: str = ""
+    """What the grader read (``A>B|B>A`` for a judge, the extracted letters for exact match)."""
+    kind: str = "grade"
+    """The record kind (always ``grade``)."""
+    schema_version: int = field(default=SCHEMA_VERSION)
+    """The layout version (:data:`SCHEMA_VERSION`)."""
+
+    def __post_init__(self) -> None:
+        k = "grade"
+        _check_common(self, k)
+        for name in ("grader", "answered_by", "reference"):
+            _check_name(self, name, k)
+        for name in ("answer_score", "reference_score"):
+            if (v := _number(getattr(self, name))) is None or not 0.0 <= v <= 1.0:
+                raise RecordError(name, f"must be in [0, 1], got {getattr(self, name)!r}", k)
+        if self.verdict not in VERDICTS:
+            raise RecordError("verdict", f"must be one of {', '.join(VERDICTS)}, got {self.verdict!r}", k)
+        if self.verdict != (want := verdict_of(self.answer_score, self.reference_score)):
+            raise RecordError("verdict", f"{self.verdict!r} disagrees with the scores {self.answer_score:g} vs "
+                                         f"{self.reference_score:g} (that is a {want})", k)
+        if self.category is not None and not isinstance(self.category, str):
+            raise RecordError("category", f"must be a string or null, got {self.category!r}", k)
+        if not isinstance(self.online, bool):
+            raise RecordError("online", f"must be true or false, got {self.online!r}", k)
+        if not isinstance(self.detail, str) or _SECRET.search(self.detail):
+            raise RecordError("detail", "must be a string without key-shaped text", k)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(request_id, grader)``: what makes a grade unique in a log."""
+        return (self.request_id, self.grader)
+
+
+
+#: Any record a log line may hold.
+LogRecord = DecisionRecord | ShadowPair | GradeRecord
+_BY_KIND: dict[str, type[DecisionRecord] | type[ShadowPair] | type[GradeRecord]] = {
+    "decision": DecisionRecord, "shadow": ShadowPair, "grade": GradeRecord,
+}
+
+
+def record_from_dict(data: Mapping[str, Any]) -> LogRecord:
+    """The record a log line's object holds, by its ``kind`` (absent = ``decision``).
+
+    Raises:
+        RecordError: for an unknown kind (field ``kind``) or an invalid record.
+    """
+    if not isinstance(data, Mapping):
+        raise RecordError("<record>", f"must be a JSON object, got {type(data).__name__}")
+    kind = data.get("kind", "decision")
+    if kind not in _BY_KIND:
+        raise RecordError("kind", f"unknown record kind {kind!r} (known: {', '.join(KINDS)})", str(kind))
+    return _BY_KIND[kind].from_dict(data)
+
+
+def record_from_json(line: str) -> LogRecord:
+    """Parse one log line into its record (see :func:`record_from_dict`)."""
+    return record_from_dict(_json_object(line, "<line>"))
+
+
+# ---------------------------------------------------------------------- shared helpers
+def _json_object(line: str, kind: str) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise RecordError("<json>", f"not valid JSON ({exc})", kind) from None
+
+
+def _checked_fields(cls: type, data: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """``data`` as constructor kwargs, refusing unknown fields and a missing or foreign schema version."""
+    if not isinstance(data, Mapping):
+        raise RecordError("<record>", f"must be a JSON object, got {type(data).__name__}", kind)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:  # never carry a field the schema does not know (that is how a header or key would leak)
+        raise RecordError(unknown[0], f"unknown field (schema version {SCHEMA_VERSION} knows {sorted(known)})", kind)
+    if "schema_version" not in data:
+        raise RecordError("schema_version", "missing", kind)
+    if data["schema_version"] != SCHEMA_VERSION:
+        raise RecordError("schema_version", f"this reader knows version {SCHEMA_VERSION}, got "
+                                            f"{data['schema_version']!r}", kind)
+    return dict(data)
+
+
+def _build(cls: Any, kwargs: dict[str, Any], kind: str) -> Any:
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field missing
+        missing = re.search(r"argument[s]?: '([^']+)'", str(exc))
+        raise RecordError(missing.group(1) if missing else "<record>", str(exc), kind) from None
+
+
+def _check_common(rec: Any, kind: str) -> None:
+    """schema_version, kind, request_id and time: what every record kind checks the same way."""
+    if rec.schema_version != SCHEMA_VERSION:
+        raise RecordError("schema_version", f"this reader knows version {SCHEMA_VERSION}, got "
+                                            f"{rec.schema_version!r}", kind)
+    if rec.kind != kind:
+        raise RecordError("kind", f"a {kind} record's kind is {kind!r}, got {rec.kind!r}", kind)
+    _check_name(rec, "request_id", kind)
+    if (t := _number(rec.time)) is None or t < 0:
+        raise RecordError("time", f"must be Unix seconds (a number >= 0), got {rec.time!r}", kind)
+
+
+def _check_name(rec: Any, name: str, kind: str) -> None:
+    value = getattr(rec, name)
+    if not isinstance(value, str) or not value:
+        raise RecordError(name, f"must be a non-empty string, got {value!r}", kind)
+
+
+def _check_text(rec: Any, name: str, kind: str) -> None:
+    value = getattr(rec, name)
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise RecordError(name, f"must be a string or null, got {type(value).__name__}", kind)
+    if _SECRET.search(value):  # texts are redacted by cap_text before they get here; a key never stays
+        raise RecordError(name, "contains a key-shaped string; pass texts through cap_text()", kind)
+
+
+def _ordered(d: dict[str, Any]) -> dict[str, Any]:
+    return {"schema_version": d.pop("schema_version"), "kind": d.pop("kind"), **d}
+
+
+def _dumps(d: dict[str, Any]) -> str:
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -4,6 +4,8 @@ from evals.serving.background import BackgroundServer
 from evals.serving.replay import (
     CANNED_PREFIX,
     DEFAULT_FAULTS,
+    DEFAULT_JUDGE_MODEL,
+    DRIFT_PREFIX,
     FAULT_KINDS,
     UNKNOWN_PROMPT_MODES,
     ReplayServer,
@@ -14,6 +16,8 @@ from evals.serving.wire import prompt_of
 __all__ = [
     "CANNED_PREFIX",
     "DEFAULT_FAULTS",
+    "DEFAULT_JUDGE_MODEL",
+    "DRIFT_PREFIX",
     "FAULT_KINDS",
     "UNKNOWN_PROMPT_MODES",
     "BackgroundServer",

@@ -7,7 +7,13 @@ newcomer sees ``routelab collect`` work end to end. It serves
   the text of the last ``user`` message, with ``usage`` tokens (the table's token counts where it has them,
   else characters / 4), optional added latency, SSE streaming when ``"stream": true``;
 - ``GET /v1/models``: the table's models;
-- ``GET /_stats``: request counts per (model, sample), so tests can assert that nothing was asked twice.
+- ``GET /_stats``: request counts per (model, sample), so tests can assert that nothing was asked twice;
+- a **judge**: a pairwise judge prompt (``evals.graders.judge.JudgePairwise``'s) sent to the judge model name
+  (``replay-judge`` by default) is answered ``[[A]]``/``[[B]]``/``[[C]]`` from the recorded scores of the two
+  answers (:mod:`evals.serving.replay_judge`), so online and offline grading have known verdicts;
+- a **drift switch**: ``POST /_drift {"model", "category", "at"?, "until"?}`` makes that model's answers to
+  that category's prompts wrong from ``at`` (Unix seconds, default now) on, ``DELETE /_drift`` (optionally
+  ``{"model", "category"}``) ends it, ``GET /_drift`` lists drifts (:mod:`evals.serving.drift`).
 
 Errors are OpenAI-shaped (``{"error": {"message", "type", "param", "code"}}``): an unknown model is a 404
 ``model_not_found``; an unknown prompt a 404 naming the model and the start of the prompt, unless the server
@@ -52,11 +58,15 @@ from evals.serving.answers import (
     send_json,
 )
 from evals.serving.background import BackgroundServer
+from evals.serving.drift import DRIFT_PREFIX, DriftSwitch
+from evals.serving.replay_judge import DEFAULT_JUDGE_MODEL, parse_pairwise_request, replay_verdict
 from evals.serving.wire import error_body, prompt_of, usage_of
 
 __all__ = [
     "CANNED_PREFIX",
     "DEFAULT_FAULTS",
+    "DEFAULT_JUDGE_MODEL",
+    "DRIFT_PREFIX",
     "FAULT_KINDS",
     "UNKNOWN_PROMPT_MODES",
     "ReplayServer",
@@ -69,6 +79,7 @@ class _Record:
     response: str
     input_tokens: int
     output_tokens: int
+    score: float = math.nan
 
 
 @dataclass
@@ -99,23 +110,33 @@ class _ReplayApp:
         hang_s: float,
         api_key: str | None,
         unknown_prompts: str,
+        judge_model: str = DEFAULT_JUDGE_MODEL,
     ) -> None:
         self.records: dict[str, dict[str, _Record]] = defaultdict(dict)
         f = table.frame
-        for sid, model, prompt, resp, itok, otok in zip(
+        # The judge's knowledge: per prompt, every recorded answer's score (and the prompt's category, for drift).
+        self.known: dict[str, dict[str, float]] = defaultdict(dict)
+        self.category_of: dict[str, str] = {}
+        for sid, model, prompt, resp, itok, otok, score, cat in zip(
             f["sample_id"],
             f["model"],
             f["prompt"],
             f["response"],
             f["input_tokens"],
             f["output_tokens"],
+            f["score"],
+            f["category"],
             strict=True,
         ):
             # The first row wins when two samples share a prompt: a client cannot tell them apart either.
-            self.records[model].setdefault(
-                prompt, _Record(sid, resp, _tokens(itok, prompt), _tokens(otok, resp))
+            rec = self.records[model].setdefault(
+                prompt, _Record(sid, resp, _tokens(itok, prompt), _tokens(otok, resp), float(score))
             )
+            self.known[prompt].setdefault(rec.response, rec.score)
+            self.category_of.setdefault(prompt, str(cat))
         self.models = list(self.records)
+        self.judge_model = judge_model
+        self.drift = DriftSwitch(self.models, list(self.category_of.values()))
         self.latency_s = latency_ms / 1000.0
         self.fault_rate = fault_rate
         self.faults = tuple(faults)
@@ -131,14 +152,16 @@ class _ReplayApp:
 
     @staticmethod
     def _zero_totals() -> dict[str, Any]:
-        return {"requests": 0, "ok": 0, "faults": defaultdict(int), "errors": 0, "canned": 0}
+        return {"requests": 0, "ok": 0, "faults": defaultdict(int), "errors": 0, "canned": 0, "drifted": 0,
+                "judged": 0}
 
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict[str, Any]:
         """A snapshot: totals and per-(model, sample_id) counts (``requests``, ``ok``, ``faults``).
 
         ``canned`` counts the requests answered with a canned placeholder (their ``sample_id`` in ``by_key`` is
-        ``canned:`` and a hash of the prompt).
+        ``canned:`` and a hash of the prompt); ``drifted`` the answers a drift made wrong; ``judged`` the judge
+        requests answered.
         """
         with self._lock:
             return {
@@ -146,6 +169,8 @@ class _ReplayApp:
                 "ok": self._totals["ok"],
                 "errors": self._totals["errors"],
                 "canned": self._totals["canned"],
+                "drifted": self._totals["drifted"],
+                "judged": self._totals["judged"],
                 "faults": dict(self._totals["faults"]),
                 "by_key": [
                     {"model": m, "sample_id": s, "requests": v.requests, "ok": v.ok, "faults": dict(v.faults)}
@@ -182,20 +207,17 @@ class _ReplayApp:
             return
         path, method = scope["path"].rstrip("/"), scope["method"]
         if path == "/v1/chat/completions" and method == "POST":
-            body = b""
-            while True:
-                msg = await receive()
-                body += msg.get("body", b"")
-                if not msg.get("more_body"):
-                    break
-            await self._chat(scope, body, send)
+            await self._chat(scope, await _read_all(receive), send)
         elif path == "/v1/models" and method == "GET":
+            # The judge model is not listed: /v1/models names the table's models (what a collection can ask).
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": "routelab-replay"} for m in self.models
             ]
             await send_json(send, 200, json.dumps({"object": "list", "data": data}).encode())
         elif path == "/_stats" and method == "GET":
             await send_json(send, 200, json.dumps(self.stats()).encode())
+        elif path == "/_drift" and method in ("GET", "POST", "DELETE"):
+            await self._drift_admin(method, await _read_all(receive), send)
         else:
             await send_json(
                 send, 404, error_body(f"no route {method} {scope['path']}", "invalid_request_error", "not_found")
@@ -226,6 +248,8 @@ class _ReplayApp:
             msg = "'model' (string) and 'messages' with a user turn are required"
             param = "messages" if isinstance(model, str) else "model"
             return await self._refuse(send, 400, error_body(msg, "invalid_request_error", param=param))
+        if model == self.judge_model and model not in self.records:
+            return await self._judge(req, prompt, send)
         if model not in self.records:
             msg = f"The model {model!r} does not exist; this replay server has: {', '.join(self.models)}"
             return await self._refuse(send, 404, error_body(msg, "invalid_request_error", "model_not_found", "model"))
@@ -242,12 +266,16 @@ class _ReplayApp:
                     send, 404, error_body(msg, "invalid_request_error", "prompt_not_found", "messages")
                 )
             rec = self._canned(model, prompt)
+        drifted = not canned and self.drift.active(model, self.category_of.get(prompt, ""))
+        if drifted:
+            rec = self._wrong(model, prompt, rec)
         with self._lock:
             st = self._stats[(model, rec.sample_id)]
             n = st.requests
             st.requests += 1
             self._totals["requests"] += 1
             self._totals["canned"] += canned
+            self._totals["drifted"] += drifted
             fault = self._fault_for(model, prompt, n)
             if fault:
                 st.faults[fault] = st.faults.get(fault, 0) + 1
@@ -279,6 +307,66 @@ class _ReplayApp:
             st.ok += 1
             self._totals["ok"] += 1
 
+    def _wrong(self, model: str, prompt: str, rec: _Record) -> _Record:
+        """``model``'s answer under a drift: the lowest-scored other recorded answer to ``prompt`` when it is
+        worse than the model's own, else a labelled wrong answer the judge knows as score 0."""
+        worst = min(
+            (r for m, by_prompt in self.records.items() if m != model and (r := by_prompt.get(prompt)) is not None),
+            key=lambda r: r.score,
+            default=None,
+        )
+        if worst is not None and worst.score < rec.score:
+            return _Record(rec.sample_id, worst.response, rec.input_tokens, worst.output_tokens, worst.score)
+        text = f"{DRIFT_PREFIX} {model} no longer answers this {self.category_of.get(prompt, '')} question well."
+        with self._lock:
+            self.known[prompt][text] = 0.0
+        return _Record(rec.sample_id, text, rec.input_tokens, _tokens(float("nan"), text), 0.0)
+
+    async def _judge(self, req: dict, user_text: str, send: Any) -> None:
+        """Answer a pairwise judge prompt from the recorded scores of its two answers (see the module doc)."""
+        pair = parse_pairwise_request(user_text)
+        if pair is None:
+            msg = (
+                f"{self.judge_model!r} is this replay server's pairwise judge: it answers only the prompt of "
+                "evals.graders.judge.JudgePairwise (a question and answers A and B in fenced tags)"
+            )
+            return await self._refuse(send, 400, error_body(msg, "invalid_request_error", param="messages"))
+        with self._lock:
+            known = dict(self.known.get(pair.question, {}))
+            self._totals["judged"] += 1
+        text = replay_verdict(known.get(pair.answer_a), known.get(pair.answer_b))
+        digest = hashlib.sha256(user_text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        reply = Reply(
+            cid=f"chatcmpl-replay-judge-{digest}",
+            model=self.judge_model,
+            content=text,
+            usage=usage_of(_tokens(float("nan"), user_text), _tokens(float("nan"), text)),
+            stream=bool(req.get("stream")),
+            include_usage=bool((req.get("stream_options") or {}).get("include_usage")),
+        )
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+        await send_answer(reply, send)
+
+    async def _drift_admin(self, method: str, body: bytes, send: Any) -> None:
+        """``GET``/``POST``/``DELETE /_drift``: list, start or stop drifts (see the module docstring)."""
+        try:
+            spec = json.loads(body) if body.strip() else {}
+            if not isinstance(spec, dict):
+                raise ValueError("the body must be a JSON object")
+            if method == "POST":
+                for key in ("model", "category"):
+                    if not isinstance(spec.get(key), str):
+                        raise ValueError(f"'{key}' (a string) is required")
+                self.drift.start(spec["model"], spec["category"], spec.get("at"), spec.get("until"))
+            elif method == "DELETE":
+                self.drift.stop(spec.get("model"), spec.get("category"), spec.get("at"))
+        except (ValueError, TypeError, ConfigError) as exc:
+            msg = f"/_drift: {exc}" + ("" if isinstance(exc, ConfigError) else
+                                       ' (POST {"model": str, "category": str, "at"?: unix s, "until"?: unix s})')
+            return await send_json(send, 400, error_body(msg, "invalid_request_error"))
+        await send_json(send, 200, json.dumps({"drifts": self.drift.listing()}).encode())
+
     def _canned(self, model: str, prompt: str) -> _Record:
         """The labelled placeholder answer of ``model`` to a prompt it has no recorded answer for."""
         text = (
@@ -288,6 +376,16 @@ class _ReplayApp:
         )
         key = "canned:" + hashlib.sha256(prompt.encode()).hexdigest()[:12]
         return _Record(key, text, _tokens(float("nan"), prompt), _tokens(float("nan"), text))
+
+
+async def _read_all(receive: Any) -> bytes:
+    """The whole request body of an ASGI http request."""
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return body
 
 
 def build_replay_app(
@@ -301,6 +399,7 @@ def build_replay_app(
     hang_s: float = 30.0,
     api_key: str | None = None,
     unknown_prompts: str = "404",
+    judge_model: str = DEFAULT_JUDGE_MODEL,
 ) -> _ReplayApp:
     """The replay ASGI app without a server (e.g. for ``httpx.ASGITransport``); see :class:`ReplayServer`."""
     if not 0.0 <= fault_rate <= 1.0:
@@ -324,6 +423,7 @@ def build_replay_app(
         hang_s=hang_s,
         api_key=api_key,
         unknown_prompts=unknown_prompts,
+        judge_model=judge_model,
     )
 
 
@@ -343,6 +443,7 @@ class ReplayServer(BackgroundServer):
         api_key: If set, requests must carry ``Authorization: Bearer <api_key>`` (else 401).
         unknown_prompts: ``"404"`` (default) or ``"canned"``: answer prompts without a recorded answer with a
             labelled placeholder (content starting with :data:`CANNED_PREFIX`).
+        judge_model: The model name answered as a pairwise judge (:mod:`evals.serving.replay_judge`).
 
     Example:
         >>> with ReplayServer(table) as srv:   # doctest: +SKIP
@@ -363,6 +464,7 @@ class ReplayServer(BackgroundServer):
         hang_s: float = 30.0,
         api_key: str | None = None,
         unknown_prompts: str = "404",
+        judge_model: str = DEFAULT_JUDGE_MODEL,
     ) -> None:
         self.app = build_replay_app(
             table,
@@ -374,6 +476,7 @@ class ReplayServer(BackgroundServer):
             hang_s=hang_s,
             api_key=api_key,
             unknown_prompts=unknown_prompts,
+            judge_model=judge_model,
         )
         super().__init__(self.app, host=host, port=port, lifespan="off", name="replay server")
 
@@ -390,3 +493,11 @@ class ReplayServer(BackgroundServer):
     def reset_stats(self) -> None:
         """Forget all counts."""
         self.app.reset_stats()
+
+    def start_drift(self, model: str, category: str, at: float | None = None, until: float | None = None) -> None:
+        """Make ``model``'s answers to ``category`` wrong from ``at`` (Unix s, default now); see ``POST /_drift``."""
+        self.app.drift.start(model, category, at, until)
+
+    def stop_drift(self, model: str | None = None, category: str | None = None) -> int:
+        """End the matching drifts now (None = any); how many ended. See ``DELETE /_drift``."""
+        return self.app.drift.stop(model, category)

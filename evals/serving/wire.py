@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-__all__ = ["DONE_EVENT", "chunk_event", "completion_of", "error_body", "prompt_of", "usage_of"]
+__all__ = ["DONE_EVENT", "answer_text", "chunk_event", "completion_of", "error_body", "prompt_of", "usage_of"]
 
 
 def prompt_of(messages: Any) -> str | None:
@@ -24,6 +24,15 @@ def prompt_of(messages: Any) -> str | None:
                 )
             return None
     return None
+
+
+def answer_text(completion: Any) -> str | None:
+    """The first choice's message text of a decoded chat completion, or None when it has none."""
+    try:
+        text = completion["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return text if isinstance(text, str) else None
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:

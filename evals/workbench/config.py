@@ -39,6 +39,7 @@ An :class:`ExperimentConfig` is read from a TOML file (see ``examples/mmlu_pro.t
 
     [router_defaults]                          # applied to every router taking the parameter, unless set
     encoder = "minilm-static"
+    text = "auto"                              # the routed text (routers.text_selection); default "full"
 
     [[routers]]                                # specs for routers.make_router
     name = "knn"
@@ -70,7 +71,7 @@ _SECTIONS = {"name", "dataset", "split", "evaluation", "target", "targets", "gat
 
 #: Keys of ``[router_defaults]``: each is given to every router that declares the parameter and does not set it.
 # (``[routers]`` cannot hold them: TOML forbids a table and an array of tables ``[[routers]]`` with one name.)
-ROUTER_DEFAULTS = ("encoder",)
+ROUTER_DEFAULTS = ("encoder", "text")
 
 #: Fewest bootstrap resamples accepted: below this a 95% interval's 2.5% and 97.5% quantiles are noise.
 MIN_RESAMPLES = 10

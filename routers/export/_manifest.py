@@ -18,7 +18,7 @@ from routers.export import _folder as F
 from routers.export._folder import ExportError, TamperedExportError
 from routers.export.measurement import Measurement
 
-__all__ = ["check_manifest", "declared_arrays"]
+__all__ = ["check_manifest", "check_text_selections", "declared_arrays", "text_selection_modes"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -77,6 +77,7 @@ def check_manifest(manifest: Any, mpath: Path) -> dict[str, Any]:
         raise _fail(mpath, "state.kind", "a string", state.get("kind"))
     if state.get("models") is not None and state.get("models") != models:
         raise TamperedExportError(f"{mpath}: 'models' and 'state.models' disagree; re-export the router")
+    check_text_selections(state, mpath)
     files = manifest["files"]
     if not isinstance(files, dict):
         raise _fail(mpath, "files", "an object {file name: sha256}", files)
@@ -109,6 +110,48 @@ def check_manifest(manifest: Any, mpath: Path) -> dict[str, Any]:
     F.bundled_encoder(manifest)  # raises for a malformed declaration
     declared_arrays(manifest, mpath)
     return manifest
+
+
+def _states(state: dict[str, Any], field: str = "state") -> list[tuple[str, dict[str, Any]]]:
+    """``(field name, state)`` of a state and, for a blend, each of its parts (recursively)."""
+    out = [(field, state)]
+    parts = state.get("parts")
+    for i, part in enumerate(parts if isinstance(parts, list) else []):
+        if isinstance(part, dict):
+            out += _states(part, f"{field}.parts[{i}]")
+    return out
+
+
+def check_text_selections(state: dict[str, Any], mpath: Path) -> None:
+    """Check the ``text_selection`` rule of a state and of each blend part that has one.
+
+    The field is optional (an export of a router with ``text = "full"``, and every export written before text
+    selection existed, has none), so the manifest's ``schema_version`` stays 1; the rule carries its own
+    ``format``, which the runtime checks too (:func:`routers.runtime.check_text_selection`, the one home of the
+    rule's fields).
+
+    Raises:
+        TamperedExportError: naming the malformed field (``state.text_selection.mode``, ...).
+    """
+    from routers.runtime import check_text_selection
+
+    for field, sub in _states(state):
+        if sub.get("text_selection") is None:
+            continue
+        try:
+            check_text_selection(sub["text_selection"], f"{field}.text_selection")
+        except ValueError as exc:
+            raise TamperedExportError(f"{mpath}: field {exc}; re-export the router") from None
+
+
+def text_selection_modes(state: dict[str, Any]) -> list[str]:
+    """The text rules (``mode``) a checked state applies, once each in order of appearance (empty: none)."""
+    modes: list[str] = []
+    for _, sub in _states(state):
+        rule = sub.get("text_selection")
+        if isinstance(rule, dict) and rule.get("mode") not in modes:
+            modes.append(str(rule.get("mode")))
+    return modes
 
 
 def declared_arrays(manifest: dict[str, Any], mpath: Path) -> dict[str, tuple[np.dtype, tuple[int, ...]]] | None:

@@ -28,7 +28,7 @@ import numpy as np
 from routers.export import _folder as F
 from routers.export._arrays import inspect_arrays, read_arrays
 from routers.export._folder import ExportError, TamperedExportError
-from routers.export._manifest import check_manifest, declared_arrays
+from routers.export._manifest import check_manifest, declared_arrays, text_selection_modes
 from routers.export.measurement import Measurement
 from routers.export.upstreams import ProxyConfig, read_upstreams
 
@@ -138,6 +138,31 @@ class ExportedRouter:
             Decision(self.models[i], self.provider(self.models[i]), float(qq), float(cc))
             for i, qq, cc in zip(idx, q[rows, idx], c[rows, idx], strict=True)
         ]
+
+    def predictions(self, prompt: str, category: str | None = None) -> tuple[int, np.ndarray, np.ndarray]:
+        """One prompt's decision at the exported point and every model's predictions, features computed once.
+
+        Returns:
+            ``(index of the chosen model, predicted quality (m,), predicted cost in dollars (m,))``; the index is
+            what :meth:`route_indices` gives for the same prompt and category (the proxy's decision log and
+            exploration read the predictions; a plain proxy calls :meth:`route_indices` alone).
+        """
+        ps, cats = [str(prompt)], ([category] if category else None)
+        state = self.state
+        kinds = getattr(self.runtime, "KINDS", None)
+        kind = kinds.get(getattr(state, "kind", None)) if isinstance(kinds, dict) else None
+        if kind is None or not callable(getattr(self.runtime, "decide", None)):  # a runtime released before KINDS
+            idx = int(self.route_indices(ps, None, cats)[0])
+            q, c = state.predict_quality(ps, cats), state.predict_cost(ps, cats)
+        else:
+            x = state.features(ps, cats) if kind.reads_features else None
+            q, c = state.predict_quality(ps, cats, x=x), state.predict_cost(ps, cats, x=x)
+            # The same rule route_indices applies: the kind's own choice, else the one decision rule.
+            chosen = state.route_indices(ps, self.lam, cats) if kind.choose is not None else self.runtime.decide(
+                q, c, self.lam
+            )
+            idx = int(chosen[0])
+        return idx, np.asarray(q, dtype=float)[0], np.asarray(c, dtype=float)[0]
 
     def proxy_config(self, path: str | os.PathLike[str] | None = None) -> ProxyConfig:
         """The parsed ``upstreams.toml`` of the folder (or another file given by ``path``)."""
@@ -255,6 +280,12 @@ def load_exported(folder: str | os.PathLike[str], *, trust_foreign_runtime: bool
     # Sizes, dtypes and shapes from the zip directory and .npy headers: nothing decompressed yet.
     headers = inspect_arrays(root / F.ARRAYS, declared_arrays(manifest, root / F.MANIFEST))
     runtime = F.exec_runtime(runtime_src, root / F.RUNTIME)
+    if text_selection_modes(manifest["state"]) and not callable(getattr(runtime, "select_text", None)):
+        # A runtime released before text selection would ignore the rule and route on the whole prompt.
+        raise TamperedExportError(
+            f"{root / F.MANIFEST}: the state selects text (text_selection), which {root / F.RUNTIME} does not "
+            "apply (a runtime released before text selection); refusing to load it: re-export the router"
+        )
     check = getattr(runtime, "check_state_arrays", None)  # runtimes released before it skip this check
     if check is not None:
         try:

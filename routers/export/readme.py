@@ -139,6 +139,30 @@ def _feedback_lines(manifest: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _text_selection_lines(state: Mapping[str, Any]) -> list[str]:
+    """What text the router embeds, for a state with a learned ``text_selection`` rule (else nothing)."""
+    rules = [state.get("text_selection")] + [p.get("text_selection") for p in state.get("parts") or []]
+    rule = next((r for r in rules if isinstance(r, Mapping)), None)
+    if rule is None:
+        return []
+    learned = (
+        f"a shared prefix of {len(rule.get('prefix', ''))} and suffix of {len(rule.get('suffix', ''))} characters "
+        f"and {len(rule.get('recurring_lines') or [])} recurring lines, learned from the train prompts, are "
+        "stripped first; "
+        if rule.get("mode") in ("auto", "question")
+        else ""
+    )
+    window = rule.get("max_chars")
+    return [
+        "",
+        f"Routed text: `text = \"{rule.get('mode')}\"` (`routers.text_selection`): the router embeds the last user "
+        f"message; {learned}"
+        + (f"a text over {window} characters keeps its first and last {window // 2}. " if window else "")
+        + "The rule is stored in `router.json` (`state.text_selection`) and applied by `runtime.py`, so the "
+        "proxy routes on exactly the text the workbench measured.",
+    ]
+
+
 def render_readme(
     manifest: Mapping[str, Any], upstreams: Mapping[str, Mapping[str, Any]], order: Sequence[str]
 ) -> str:
@@ -189,6 +213,7 @@ def render_readme(
         "",
         f"Prompt features: {'encoder `' + enc + '`' if enc else 'none (no embedding model needed)'}"
         + (" (bundled in this folder as data: `encoder.npz` + `tokenizer.json`)." if bundled else "."),
+        *_text_selection_lines(manifest.get("state") or {}),
         "",
         *_standalone_lines(enc, bundled, manifest.get("requirements") or []),
         "## Run the OpenAI-compatible proxy",

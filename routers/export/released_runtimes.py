@@ -20,4 +20,7 @@ RELEASED_RUNTIMES: dict[str, str] = {
     "89f10a24bde5638f6927fc2292e410a744fe64de305759fd5e06df47100fc5e4": "0.1.0",
     # issue 12: the kind table, one decision rule, check_state_arrays (ships with the next release)
     "bd024a6806a4891557fd56f3a2eaa225e65e9b1c18e6ff8d215eef0b11259582": "0.1.0+kind-table",
+    # issue 17: text selection (state "text_selection") applied by the runtime, the provider kind
+    # (ships with the next release; replace this hash with the final runtime.py's before releasing)
+    "cefa9dc80e9f214e1893c932e3d1ed5925d5ececf44938ba934850e3498668ef": "0.1.0+text-selection",
 }

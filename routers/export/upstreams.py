@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from evals.exceptions import ConfigError
+from routers.export.settings import SECTIONS, parse_sections
 
 __all__ = [
     "PROXY_DEFAULTS",
@@ -158,6 +159,13 @@ class ProxyConfig:
     passthrough_upstream: str | None = None
     """Upstream (a model name) that gets requests for model names this proxy does not know, unchanged;
     None: such requests get 404 ``model_not_found``."""
+    sections: Mapping[str, Any] = field(default_factory=lambda: parse_sections({}, "defaults", ()))
+    """The optional sections (``log``, ``rollout``, ``exploration``, ``shadow``, ``state``, ``budget``): the
+    settings object of each, see :mod:`routers.export.settings`; missing sections hold their defaults."""
+
+    def section(self, name: str) -> Any:
+        """The settings of optional section ``name`` (``config.section("log").dir``)."""
+        return self.sections[name]
 
 
 def is_loopback_url(url: str) -> bool:
@@ -301,9 +309,10 @@ def parse_upstreams(text: str, models: Sequence[str], *, origin: str) -> ProxyCo
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: not valid TOML ({exc})") from None
-    extra_sections = sorted(set(data) - {"proxy", "upstreams"})
+    extra_sections = sorted(set(data) - {"proxy", "upstreams", *SECTIONS})
     if extra_sections:
-        raise ConfigError(f"{origin}: unknown section(s) {extra_sections}; sections are [proxy] and [upstreams]")
+        known = ", ".join(f"[{n}]" for n in ("proxy", "upstreams", *SECTIONS))
+        raise ConfigError(f"{origin}: unknown section(s) {extra_sections}; sections are {known}")
     if not isinstance(data.get("proxy", {}), dict):
         raise ConfigError(f"{origin}: [proxy] must be a table")
     proxy = dict(data.get("proxy", {}))
@@ -353,5 +362,6 @@ def parse_upstreams(text: str, models: Sequence[str], *, origin: str) -> ProxyCo
         route_names=tuple(names),
         client_keys_env=keys_env,
         passthrough_upstream=passthrough,
+        sections=parse_sections(data, origin, list(out)),
         **numbers,  # type: ignore[arg-type]
     )

@@ -9,6 +9,7 @@ from routers.strategies import (
     adaptive,  # noqa: F401  per-category success with feedback: backs off, recovers
     baselines,  # noqa: F401  single model, random mix, oracle
     cascade,  # noqa: F401  cheapest first, escalate on low confidence (FrugalGPT)
+    cascade_stacked,  # noqa: F401  the cascade with a prompt router's predictions stacked in
     category,  # noqa: F401  per-category mean quality
     classifier,  # noqa: F401  per-model logistic regression on embeddings
     cost_aware,  # noqa: F401  quality + output-length prediction (CARROT)

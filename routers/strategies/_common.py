@@ -22,7 +22,6 @@ EMBEDDING_CONSTRAINTS = {"encoder": encoder_name(), "use_category": boolean(), "
 __all__ = [
     "TEXT_WINDOW_CHARS",
     "EmbeddingRouter",
-    "TextSelectionNotExportable",
     "FixedPolicy",
     "PinnedPolicy",
     "RuntimeRouter",
@@ -155,10 +154,6 @@ def resolve_model(name: str | None, models: Sequence[str], param: str, default: 
 TEXT_WINDOW_CHARS = {"minilm": 1000, "minilm-static": 2000}
 
 
-class TextSelectionNotExportable(ConfigError):
-    """An embedding router fitted with ``text != "full"``: the export runtime does not select text yet."""
-
-
 class EmbeddingRouter(RuntimeRouter):
     """Base of routers on prompt embeddings: builds the train features the same way the runtime does.
 
@@ -167,38 +162,28 @@ class EmbeddingRouter(RuntimeRouter):
 
     Text selection (:mod:`routers.text_selection`): a subclass that takes a ``text`` parameter (declared
     ``options(*TEXT_MODES)``, default ``"full"``) embeds the text that rule selects. ``"full"`` is the
-    behaviour without the parameter, bit for bit. Any other value is learned in ``_features_meta`` (the first
-    step of every ``_fit``) into ``text_selector_`` and applied to train and routed prompts alike; such a
-    router is measured in the workbench but not exportable yet (:attr:`requires_runtime_text_selection`;
-    :meth:`export_state` refuses), because the export runtime does not apply the rule.
+    behaviour without the parameter, bit for bit (no ``text_selection`` in the state). Any other value is
+    learned from the train prompts in ``_features_meta`` (the first step of every ``_fit``) into
+    ``text_selector_`` and stored in the feature meta as ``text_selection``, so every state built on it (and a
+    blend's parts) carries the rule and the runtime applies it to train and routed prompts alike, in the
+    workbench, an export and the proxy.
     """
 
     _category_scale: float = 1.0
     _normalise: bool = False
 
-    @property
-    def requires_runtime_text_selection(self) -> bool:
-        """Whether routing needs :mod:`routers.text_selection` applied before the runtime (``text != "full"``).
-
-        An exporter must refuse such a router until the runtime applies ``meta["text_selection"]``.
-        """
-        return str(getattr(self, "text", "full")) != "full"
-
     def _text_selector(self) -> TextSelector | None:
         return getattr(self, "text_selector_", None)
 
-    def _select(self, prompts: Sequence[str]) -> list[str]:
-        sel = self._text_selector()
-        return list(prompts) if sel is None else sel.select_many(prompts)
-
     def _features_meta(self, train: OutcomeTable) -> dict[str, Any]:
-        if self.requires_runtime_text_selection:
-            window = TEXT_WINDOW_CHARS.get(str(self.encoder))
-            self.text_selector_ = TextSelector.fit(train.prompts, str(self.text), max_chars=window)
         meta: dict[str, Any] = {
             "encoder": str(self.encoder),
             "use_category": bool(getattr(self, "use_category", False)),
         }
+        if str(getattr(self, "text", "full")) != "full":
+            window = TEXT_WINDOW_CHARS.get(str(self.encoder))
+            self.text_selector_ = TextSelector.fit(train.prompts, str(self.text), max_chars=window)
+            meta["text_selection"] = self.text_selector_.to_state()
         if meta["use_category"]:
             meta["categories"] = category_vocabulary(train)
             meta["category_scale"] = float(self._category_scale)
@@ -222,42 +207,7 @@ class EmbeddingRouter(RuntimeRouter):
 
     def _train_features(self, train: OutcomeTable, feature_meta: dict[str, Any]) -> np.ndarray:
         probe = runtime.load_state({**self._base_meta("linear"), **feature_meta}, {})
-        return probe.features(self._select(train.prompts), [str(c) for c in train.categories])
-
-    # With a text rule, the runtime sees the selected texts; with "full", these are the RuntimeRouter's own.
-    def predict_quality(self, queries: Queries) -> np.ndarray:
-        """Predicted quality per (query, model) on the selected text of each prompt."""
-        return super().predict_quality(self._selected(queries))
-
-    def predict_cost(self, queries: Queries) -> np.ndarray:
-        """Predicted dollars per (query, model) on the selected text of each prompt."""
-        return super().predict_cost(self._selected(queries))
-
-    def route_indices(self, queries: Queries, lam: float) -> np.ndarray:
-        """Index of the chosen model per query, deciding on the selected text of each prompt."""
-        return super().route_indices(self._selected(queries), lam)
-
-    def _selected(self, queries: Queries) -> Queries:
-        self._check_fitted()
-        if self._text_selector() is None:
-            return queries
-        return Queries(tuple(self._select(queries.prompts)), queries.categories)
-
-    def export_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """The fitted state (see :meth:`RuntimeRouter.export_state`); refused while ``text != "full"``.
-
-        Raises:
-            TextSelectionNotExportable: the router selects text, which the export runtime does not do yet.
-        """
-        self._check_fitted()
-        if self.requires_runtime_text_selection:
-            from routers.registry import name_of
-
-            raise TextSelectionNotExportable(
-                f"router {name_of(type(self))!r} with text={self.text!r} cannot be exported yet: the export "
-                "runtime routes on the full prompt; fit it with text='full' to export"
-            )
-        return super().export_state()
+        return probe.features(list(train.prompts), [str(c) for c in train.categories])
 
     def text_selection_state(self) -> dict[str, Any] | None:
         """The learned text rule as JSON (:meth:`TextSelector.to_state`), or None with ``text = "full"``."""

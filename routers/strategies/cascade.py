@@ -13,9 +13,14 @@ with a self-verification signal. Here:
 * **The confidence signal** is read from the recorded answer text (the ``response`` column), so the cascade
   replays offline: whether an answer (option letter or number) could be extracted, whether the answer text
   changes its mind, its length, hedging words, the model's train accuracy in the prompt's category (its
-  prior), and, from the second stage on, whether it agrees with the answers already bought from the cheaper
-  stages (cheap self-consistency). Per stage logistic regressions map these to ``P(this answer is right)``
-  (``conf_k``) and to ``P(stage j's answer is right)`` for every later stage ``j`` (``p_kj``).
+  prior), and, from the second stage on, how much it agrees with the answers already bought from the cheaper
+  stages (cheap self-consistency). With ``agreement = "normalised"`` (the default) answers of any format are
+  compared: an option letter or a stated number as above, else the final answer by
+  :func:`evals.graders.extract.final_answer` (normalised code, the last number, the last line's words), scored
+  by :func:`evals.graders.extract.answer_agreement` (1/0 for letters and numbers, a similarity in [0, 1] for
+  code and text); ``"exact"`` compares only extracted letters and numbers, as strings. Per stage logistic
+  regressions map these to ``P(this answer is right)`` (``conf_k``) and to ``P(stage j's answer is right)``
+  for every later stage ``j`` (``p_kj``).
 * **The knob** is the shared operating point ``lam`` (dollars per request one pays for +1.0 expected
   quality). At stage ``k`` the cascade escalates iff, for some later stage ``j``,
   ``lam * (p_kj - conf_k) > cost of the calls k+1..j`` (mean train costs): a one-step look-ahead
@@ -40,10 +45,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evals.exceptions import ConfigError, SchemaError
+from evals.graders.extract import FinalAnswer, answer_agreement, final_answer
 from evals.metrics import nondecreasing_hull_indices
 from evals.outcomes import OutcomeTable
 from routers.base import Policy, Queries, Router, check_operating_point
-from routers.params import integer, json_list, real, seed
+from routers.params import integer, json_list, options, real, seed
 from routers.registry import register_router
 from routers.runtime import sigmoid
 from routers.strategies._common import fit_logistic, per_category_mean
@@ -67,6 +73,7 @@ _HEDGES = re.compile(
 )  # matched against the lower-cased text (faster than IGNORECASE)
 _N_TEXT_FEATURES = 6
 _SECOND_OPINIONS = 3  # off-hull models also tried as intermediate stages when choosing the chain
+AGREEMENT_MODES = ("normalised", "exact")
 
 
 def extract_answer(text: str) -> str:
@@ -93,6 +100,22 @@ def _answer_and_stated(text: str) -> tuple[str, set[str]]:
             if hits:
                 return hits[-1].replace(",", ""), stated
     return answer, stated
+
+
+def _normalised_answer(key: str, text: str) -> FinalAnswer:
+    """The answer to compare in ``agreement = "normalised"``: this module's letter/number, else any format.
+
+    The cascade's own letter and number rule comes first, so on multiple-choice answers the agreement is the
+    same as with ``"exact"`` (numbers compare as numbers: "18" agrees with "18.00").
+    """
+    if key:
+        if len(key) == 1 and key.isalpha():
+            return FinalAnswer("letter", key)
+        try:
+            return FinalAnswer("number", float(key))
+        except ValueError:
+            return FinalAnswer("letter", key)
+    return final_answer(text)
 
 
 def answer_features(text: str, prompt: str = "") -> np.ndarray:
@@ -146,6 +169,9 @@ class CascadeRouter(Router):
         C: Inverse L2 regularisation of the per-stage logistic regressions.
         prior_smoothing: Pseudo-count that shrinks a model's per-category train accuracy (the category prior
             feature) toward its overall accuracy.
+        agreement: How a stage's answer is compared with the cheaper stages' answers: ``"normalised"``
+            (any answer format: letters, numbers, code, text) or ``"exact"`` (extracted letters and numbers
+            only; an answer without one never agrees).
         random_state: Unused by the (deterministic) solver; kept so that every router takes a seed.
     """
 
@@ -154,6 +180,7 @@ class CascadeRouter(Router):
         "max_stages": integer(low=1),
         "C": real(low=0, closed="neither"),
         "prior_smoothing": real(low=0),
+        "agreement": options(*AGREEMENT_MODES),
         "random_state": seed(),
     }
     exportable = False  # needs each stage's answer text: a proxy runs it via route_with_answers, not route()
@@ -169,12 +196,14 @@ class CascadeRouter(Router):
         max_stages: int = 3,
         C: float = 1.0,
         prior_smoothing: float = 20.0,
+        agreement: str = "normalised",
         random_state: int = 0,
     ) -> None:
         self.models = models
         self.max_stages = max_stages
         self.C = C
         self.prior_smoothing = prior_smoothing
+        self.agreement = agreement
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
@@ -186,7 +215,7 @@ class CascadeRouter(Router):
         self._fit_priors(train)
         prompts = list(train.prompts)
         cats = [str(x) for x in train.categories]
-        cache: dict[int, tuple[np.ndarray, list[str]]] = {}
+        cache: dict = {}
         if self.models is not None:
             chain = [str(m) for m in self.models]
             unknown = [m for m in chain if m not in self.models_]
@@ -225,21 +254,28 @@ class CascadeRouter(Router):
         texts: np.ndarray,
         prompts: Sequence[str],
         cats: Sequence[str],
-        cache: dict[int, tuple[np.ndarray, list[str]]] | None = None,
+        cache: dict | None = None,
     ) -> list[np.ndarray]:
         """Per stage, the feature matrix (n, d_k) of its answers (d_k grows by one from stage 1 on).
 
-        ``cache`` (column -> (text features, extracted answers)) saves re-reading texts across candidate
-        chains.
+        ``cache`` (column -> (text features, answers); (column, column) -> agreements) saves re-reading texts
+        across candidate chains.
         """
         n = len(prompts)
         cache = {} if cache is None else cache
+        normalised = str(getattr(self, "agreement", "exact")) == "normalised"
         for j in idx:
             if j not in cache:
                 base = np.zeros((n, _N_TEXT_FEATURES))
-                keys = []
+                keys: list = []
                 for i in range(n):
-                    base[i], key = _features_and_answer(str(texts[i, j]), prompts[i])
+                    text = str(texts[i, j])
+                    base[i], key = _features_and_answer(text, prompts[i])
+                    if normalised:
+                        key = _normalised_answer(key, text)
+                        # "An answer was stated" also counts code that parses; a bare last line or last number
+                        # does not (a hedging answer without a letter still reads as one without an answer).
+                        base[i, 0] = max(base[i, 0], float(key.kind == "code"))
                     keys.append(key)
                 cache[j] = (base, keys)
         out = []
@@ -250,9 +286,15 @@ class CascadeRouter(Router):
             if s > 0:
                 agree = np.zeros(n)
                 for t in range(s):
-                    prev = cache[idx[t]][1]
-                    same = [k != "" and k == pk for k, pk in zip(keys, prev, strict=True)]
-                    agree += np.asarray(same, dtype=float)
+                    pair = (idx[t], j)
+                    if pair not in cache:
+                        prev = cache[idx[t]][1]
+                        if normalised:
+                            same = [answer_agreement(k, pk) for k, pk in zip(keys, prev, strict=True)]
+                        else:
+                            same = [k != "" and k == pk for k, pk in zip(keys, prev, strict=True)]
+                        cache[pair] = np.asarray(same, dtype=float)
+                    agree += cache[pair]
                 cols.append((agree / s)[:, None])
             out.append(np.hstack(cols))
         return out
@@ -278,7 +320,7 @@ class CascadeRouter(Router):
         texts: np.ndarray,
         prompts: Sequence[str],
         cats: Sequence[str],
-        cache: dict[int, tuple[np.ndarray, list[str]]],
+        cache: dict,
     ) -> list[int]:
         mean_c, mean_q = c.mean(axis=0), q.mean(axis=0)
         hull = nondecreasing_hull_indices(mean_c, mean_q).tolist()  # the models worth chaining
@@ -355,7 +397,9 @@ class CascadeRouter(Router):
             model = self.models_[j]
             answer = str(get_answer(model))
             texts[0, j] = answer
-            feats = self._stage_features(self.chain_index_[: s + 1], texts, [prompt], cats)
+            # Stage s's features read only stages <= s (later ones are still ""); the whole chain is passed so
+            # that a subclass may add features of the later stages' models (cascade-stacked does).
+            feats = self._stage_features(self.chain_index_, texts, [prompt], cats)
             sc = self.scorers_[s]
             z = (feats[s] - sc["mu"]) / sc["sd"]
             conf = float(_scores(sc, z)[0, 0])

@@ -29,8 +29,8 @@ class ClassifierRouter(EmbeddingRouter):
             operating point chosen on validation then transfers badly to test. 0.01 was chosen among
             {1, 0.1, 0.02, 0.01} on MMLU-Pro *validation* savings (bench/router_quality_stacked.py).
         text: Which text of each prompt is embedded (:mod:`routers.text_selection`): ``"full"`` (default,
-            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; other than ``"full"`` is not
-            exportable yet.
+            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; the rule learned from the train
+            prompts is part of the state, so an export and the proxy select the same text.
     """
 
     parameter_constraints = {

@@ -62,8 +62,8 @@ class CostAwareRouter(EmbeddingRouter):
         C: Inverse regularisation of the quality logistic regressions.
         alpha: Ridge penalty of the output-length regression.
         text: Which text of each prompt is embedded (:mod:`routers.text_selection`): ``"full"`` (default,
-            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; other than ``"full"`` is not
-            exportable yet.
+            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; the rule learned from the train
+            prompts is part of the state, so an export and the proxy select the same text.
     """
 
     parameter_constraints = {

@@ -73,8 +73,8 @@ class IRTBlendRouter(EmbeddingRouter):
             strong-call-share view such as APGR assumes).
         random_state: Seed of the fold assignment.
         text: Which text of each prompt is embedded (:mod:`routers.text_selection`): ``"full"`` (default,
-            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; other than ``"full"`` is not
-            exportable yet.
+            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; the rule learned from the train
+            prompts is part of the state, so an export and the proxy select the same text.
     """
 
     parameter_constraints = {

@@ -30,8 +30,8 @@ class KNNRouter(EmbeddingRouter):
         prior_weight: Pseudo-count of the global per-model mean.
         use_category: Let the category raise the similarity of same-category prompts.
         text: Which text of each prompt is embedded (:mod:`routers.text_selection`): ``"full"`` (default,
-            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; other than ``"full"`` is not
-            exportable yet.
+            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; the rule learned from the train
+            prompts is part of the state, so an export and the proxy select the same text.
     """
 
     parameter_constraints = {

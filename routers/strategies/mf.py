@@ -32,8 +32,8 @@ class MFRouter(EmbeddingRouter):
         weight_decay: L2 penalty on W and the model vectors.
         random_state: Seed of the initialisation.
         text: Which text of each prompt is embedded (:mod:`routers.text_selection`): ``"full"`` (default,
-            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; other than ``"full"`` is not
-            exportable yet.
+            the whole prompt), ``"auto"``, ``"last_user"`` or ``"question"``; the rule learned from the train
+            prompts is part of the state, so an export and the proxy select the same text.
     """
 
     parameter_constraints = {

@@ -38,6 +38,7 @@ import pandas as pd
 from evals.exceptions import ConfigError, DataNotFoundError, SchemaError
 from evals.outcomes import OutcomeTable
 from evals.prices import PriceTable
+from routers import runtime
 from routers.params import boolean, model_name, real, text
 from routers.registry import register_router
 from routers.strategies._common import RuntimeRouter, category_vocabulary, per_category_mean
@@ -169,15 +170,12 @@ class ProviderRouter(RuntimeRouter):
             pooled[:, cols] = per_arm[:, cols].mean(axis=1, keepdims=True)
         allowed = np.array([self.model is None or b == self.model for b in base])
         bound = self.max_latency_s
-        admissible = allowed & np.array(
-            [bound is None or not np.isfinite(t) or t <= float(bound) for t in latency]
-        )
-        if not admissible.any():  # nothing meets the bound: the fastest allowed arm(s) rather than nothing
-            lat = np.where(allowed & np.isfinite(latency), latency, np.inf)
-            admissible = allowed & (lat <= lat.min()) if np.isfinite(lat.min()) else allowed
+        # Nothing within the bound: the fastest allowed arm(s) rather than nothing (runtime.provider_admissible).
+        admissible = runtime.provider_admissible(allowed, latency, bound, np.zeros(len(arms), dtype=bool))
         # Inadmissible arms get quality 0 and a cost above every admissible arm: dominated at every lam, so
-        # the runtime's argmax (and the export) never picks them.
-        q_table = np.where(admissible[None, :], pooled, 0.0)
+        # the runtime's argmax (and the export) never picks them. The runtime (kind "provider") recomputes
+        # admissibility per decision: a proxy's live latencies (routers.export.proxy.telemetry) replace the
+        # exported ones, so the arms stored here unmasked can come back.
         c_vec = np.where(admissible, cost, cost[admissible].max() * 2.0 + 1e-6)
         offers = {}
         for m in dict.fromkeys(base):
@@ -193,13 +191,19 @@ class ProviderRouter(RuntimeRouter):
         self.arm_latency_s_ = latency
         self.admissible_ = admissible
         meta = self._base_meta(
-            "category",
+            "provider",
             categories=vocab,
             cost={"kind": "constant"},
             providers={m: sorted(o) for m, o in offers.items()},
+            provider={
+                "max_latency_s": None if bound is None else float(bound),
+                "latency_s": [None if np.isnan(t) else float(t) for t in latency],
+                "allowed": [bool(a) for a in allowed],
+                "cost": [float(c) for c in cost],
+            },
         )
         self.offers_ = offers
-        self.state_ = (meta, {"quality_table": q_table, "cost_per_model": c_vec})
+        self.state_ = (meta, {"quality_table": pooled, "cost_per_model": c_vec})
 
     # ------------------------------------------------------------------ failover
     def failover_order(self, model: str, down: Collection[str] = frozenset()) -> list[str]:

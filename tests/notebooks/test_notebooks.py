@@ -24,8 +24,10 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 #: Seconds one notebook may take (each takes well under a minute on a 2-core machine with warm caches).
 PER_NOTEBOOK_S = 240
-#: Seconds all notebooks may take together (the issue's "under 5 minutes from a fresh clone").
+#: Seconds the three getting-started notebooks may take together (the issue's "under 5 minutes from a fresh
+#: clone"); the production-loop notebook (04) starts servers and has only the per-notebook budget.
 TOTAL_BUDGET_S = 300
+GETTING_STARTED = ("01_quickstart.ipynb", "02_bring_your_own_logs.ipynb", "03_add_a_router.ipynb")
 #: Keep notebooks small in the repository (outputs stripped, no data inlined).
 MAX_NOTEBOOK_BYTES = 40_000
 
@@ -34,9 +36,7 @@ _durations: dict[str, float] = {}
 
 def test_there_are_notebooks() -> None:
     names = [p.name for p in NOTEBOOKS]
-    assert {"01_quickstart.ipynb", "02_bring_your_own_logs.ipynb", "03_add_a_router.ipynb"} <= set(names), (
-        names
-    )
+    assert {*GETTING_STARTED, "04_production_loop.ipynb"} <= set(names), names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -116,11 +116,11 @@ def test_notebook_executes(
 @pytest.mark.slow
 @pytest.mark.notebook
 def test_notebooks_fit_the_total_budget() -> None:
-    """All notebooks together under the budget (runs after the executions above, in file order)."""
-    if set(_durations) != {p.name for p in NOTEBOOKS}:
+    """The getting-started notebooks together under the budget (runs after the executions above, in file order)."""
+    if not set(GETTING_STARTED) <= set(_durations):
         pytest.skip("not every notebook was executed in this session (run the whole file)")
-    total = sum(_durations.values())
-    detail = ", ".join(f"{k} {v:.0f}s" for k, v in sorted(_durations.items()))
+    total = sum(_durations[k] for k in GETTING_STARTED)
+    detail = ", ".join(f"{k} {_durations[k]:.0f}s" for k in GETTING_STARTED)
     assert total < TOTAL_BUDGET_S, (
         f"notebooks took {total:.0f}s together (budget {TOTAL_BUDGET_S}s): {detail}"
     )

@@ -60,6 +60,7 @@ def test_invalid_upstream_200_is_retried_then_failed_over(behaviour, folder, tab
             assert r.headers["x-routelab-reason"] == f"fallback from {chosen}"
             assert r.json()["choices"][0]["message"]["content"]  # a real completion, from the fallback
             assert len(bad.requests) == 3  # the first attempt and both retries
+            assert r.headers["x-routelab-attempts"] == "4"  # three on the chosen model, one on the fallback
             kind = "malformed" if behaviour == "not_completion" else behaviour
             assert f'routelab_upstream_failures_total{{model="{chosen}",kind="{kind}"}} 3' in metrics_of(
                 c, proxy.base_url
@@ -75,6 +76,7 @@ def test_malformed_upstream_200_is_retried_and_the_retry_answers(folder, table, 
             assert r.status_code == 200 and r.headers["x-routelab-reason"] == "routed"
             assert r.json()["choices"][0]["message"]["content"] == f"{chosen} answers"
             assert len(flaky.requests) == 2
+            assert r.headers["x-routelab-attempts"] == "2"
 
 
 @pytest.mark.parametrize("fault", ["malformed", "drop"])

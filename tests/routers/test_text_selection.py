@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from evals.serving.wire import prompt_of
-from routers.text_selection import TEXT_MODES, TextSelector, head_and_tail, last_user_text
+from routers import runtime
+from routers.text_selection import TEXT_MODES, TextSelector, head_and_tail
 
 SYSTEM = (
     "You are a careful assistant. Answer the multiple-choice question below.\n"
@@ -85,10 +86,10 @@ def test_chats_route_on_the_last_user_message_like_the_proxy():
         {"role": "assistant", "content": "an answer"},
         {"role": "user", "content": [{"type": "text", "text": "second "}, {"type": "text", "text": "question"}]},
     ]
-    assert last_user_text(chat) == prompt_of(chat) == "second question"
-    assert last_user_text([{"role": "system", "content": "only a system prompt"}]) == ""
+    assert prompt_of(chat) == "second question"  # the one rule (evals.serving.wire), also what the proxy reads
     for mode in TEXT_MODES:
         assert TextSelector(mode=mode).select(chat) == "second question"
+        assert TextSelector(mode=mode).select([{"role": "system", "content": "only a system prompt"}]) == ""
     # The template is learned from (and stripped in) the last user message.
     chats = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": templated(q)}] for q in QUESTIONS]
     sel = TextSelector.fit(chats, "auto")
@@ -159,47 +160,113 @@ def test_every_embedding_router_takes_text_and_full_is_the_old_behaviour(name, t
 
     cls = router_registry.get(name)
     base = cls(**cls._test_params)
-    assert base.text == "full" and not base.requires_runtime_text_selection
+    assert base.text == "full"
     queries = Queries.from_table(table)
     old = clone(base).fit(table)
     assert old.text_selection_state() is None
-    # "full" given explicitly decides exactly like the default, and exports (no text rule in its state).
+    assert "text_selection" not in json.dumps(old.export_state()[0])  # a "full" state is the old state
+    # "full" given explicitly decides exactly like the default, and exports the same state.
     again = clone(base).set_params(text="full").fit(table)
     np.testing.assert_array_equal(again.predict_quality(queries), old.predict_quality(queries))
     assert again.export_state()[0] == old.export_state()[0]
 
 
 @pytest.mark.parametrize("name", EMBEDDING_ROUTERS)
-def test_a_text_rule_changes_what_is_embedded_and_refuses_export(name, table):
+def test_a_text_rule_is_part_of_the_state_and_the_runtime_applies_it(name, table):
     from routers import Queries, router_registry
-    from routers.strategies._common import TextSelectionNotExportable
 
     cls = router_registry.get(name)
     r = cls(**{**cls._test_params, "text": "auto"}).fit(table)
-    assert r.requires_runtime_text_selection
     state = r.text_selection_state()
     assert state["mode"] == "auto" and state["prefix"] == SYSTEM + SHOTS and state["suffix"] == SUFFIX
+    # The rule travels in the exported state (in each part of a blend), as plain JSON.
+    meta, arrays = r.export_state()
+    meta = json.loads(json.dumps(meta))
+    rules = [meta.get("text_selection")] + [p.get("text_selection") for p in meta.get("parts", [])]
+    assert state in rules
     # Routing a templated prompt is routing its question: the template is stripped before the encoder.
     q_templated = Queries.of([templated("easy task 1: add the two small numbers quickly")], ["easy"])
     q_bare = Queries.of(["Question: easy task 1: add the two small numbers quickly"], ["easy"])
     np.testing.assert_allclose(r.predict_quality(q_templated), r.predict_quality(q_bare))
     assert r.route(q_templated, 0.01) == r.route(q_bare, 0.01)
-    with pytest.raises(TextSelectionNotExportable, match=rf"^router '{name}' with text='auto' cannot be exported"):
-        r.export_state()
+    # The runtime alone (what an export folder runs), rebuilt from the JSON state, decides the same.
+    loaded = runtime.load_state(meta, arrays)
+    queries = Queries.from_table(table)
+    for lam in (0.0, 0.01, 1.0):
+        np.testing.assert_array_equal(
+            loaded.route_indices(list(queries.prompts), lam, queries.categories), r.route_indices(queries, lam)
+        )
+    np.testing.assert_allclose(loaded.predict_cost(list(queries.prompts)), r.predict_cost(Queries.of(queries.prompts)))
 
 
-def test_text_is_validated_and_an_ensemble_member_with_a_rule_is_refused(table):
-    from evals.exceptions import ConfigError
-    from routers import make_router
+def test_the_token_cost_head_reads_the_whole_prompt_not_the_selected_text(table):
+    """cost-aware fits input tokens on the length of the whole prompt (what is paid for); routing must too."""
+    from routers import Queries, make_router
+
+    r = make_router({"name": "cost-aware", "params": {"encoder": "hash-bow-64", "text": "auto"}}).fit(table)
+    short, long_ = "Question: add two numbers", templated("add two numbers")
+    cost = r.predict_cost(Queries.of([short, long_]))
+    assert (cost[1] > cost[0]).all()  # the same selected text, a longer (dearer) prompt
+
+
+def test_the_runtime_refuses_a_malformed_rule():
+    sel = TextSelector.fit([templated(q) for q in QUESTIONS], "auto").to_state()
+    assert runtime.check_text_selection(sel) is sel
+    for bad, field in (
+        ({**sel, "mode": "everything"}, "text_selection.mode"),
+        ({**sel, "format": 2}, "text_selection.format"),
+        ({**sel, "prefix": 3}, "text_selection.prefix"),
+        ({**sel, "recurring_lines": "x"}, "text_selection.recurring_lines"),
+        ({**sel, "max_chars": 1}, "text_selection.max_chars"),
+    ):
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            runtime.check_text_selection(bad)
+        meta = {"format": 1, "kind": "linear", "models": ["a"], "encoder": "hash-bow-8", "text_selection": bad}
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            runtime.load_state(meta, {"weights": np.zeros((1, 8)), "bias": np.zeros(1)})
+        with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+            runtime.check_state_arrays(meta, {"weights": (1, 8), "bias": (1,), "cost_per_model": (1,)})
+
+
+def test_text_is_validated_and_an_ensemble_member_may_select_text(table):
+    from routers import Queries, make_router
     from routers.params import InvalidParameterError
 
     with pytest.raises(InvalidParameterError, match=r"parameter 'text' must be one of 'full', 'auto'"):
         make_router({"name": "knn", "params": {"text": "everything"}})
-    ens = make_router(
-        {
-            "name": "ensemble",
-            "params": {"encoder": "hash-bow-64", "members": [{"name": "knn", "params": {"k": 3, "text": "auto"}}]},
-        }
-    )
-    with pytest.raises(ConfigError, match="text='auto' cannot be exported yet"):
-        ens.fit(table)
+    members = [
+        {"name": "knn", "params": {"k": 3, "text": "auto"}},
+        {"name": "classifier", "params": {"text": "full"}},
+    ]
+    ens = make_router({"name": "ensemble", "params": {"encoder": "hash-bow-64", "members": members}}).fit(table)
+    meta, arrays = ens.export_state()
+    assert [p.get("text_selection", {}).get("mode") for p in meta["parts"]] == ["auto", None]
+    # Each member embeds its own text (the blend does not share features between different rules).
+    queries = Queries.from_table(table)
+    knn = make_router({"name": "knn", "params": {"k": 3, "text": "auto", "encoder": "hash-bow-64"}}).fit(table)
+    clf = make_router({"name": "classifier", "params": {"encoder": "hash-bow-64"}}).fit(table)
+    w = np.asarray(meta["weights"], dtype=float)
+    expected = (w[0] * knn.predict_quality(queries) + w[1] * clf.predict_quality(queries)) / w.sum()
+    blended = runtime.load_state(meta, arrays).predict_quality(list(queries.prompts), queries.categories)
+    np.testing.assert_allclose(blended, expected)
+
+
+def test_an_eval_config_turns_text_selection_on_for_every_embedding_router():
+    from evals.exceptions import ConfigError
+    from evals.workbench.config import config_from_dict
+
+    raw = {
+        "name": "text",
+        "dataset": {"source": "outcomes.csv"},
+        "target": {"kind": "parity", "value": 0.01},
+        "router_defaults": {"encoder": "hash-bow-64", "text": "auto"},
+        "routers": [
+            {"name": "knn"},
+            {"name": "classifier", "params": {"text": "last_user"}},
+            {"name": "category"},  # no text parameter: untouched
+        ],
+    }
+    cfg = config_from_dict(raw)
+    assert [spec["params"].get("text") for spec in cfg.routers] == ["auto", "last_user", None]
+    with pytest.raises(ConfigError, match="text"):
+        config_from_dict({**raw, "router_defaults": {"text": "everything"}})

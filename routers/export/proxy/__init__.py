@@ -26,7 +26,9 @@ that breaks after bytes reached the client ends with an OpenAI-style error event
 
 Response headers: ``x-routelab-model`` (the model that answered), ``x-routelab-choice`` (the router's
 choice), ``x-routelab-reason`` (``routed``, ``fallback from <model>``, ``passthrough``),
-``x-routelab-cost-usd`` (usage x the export's prices). A stream's usage arrives after its headers, so a
+``x-routelab-cost-usd`` (usage x the export's prices), ``x-routelab-request-id`` (the id in the proxy's
+log and decision log), ``x-routelab-attempts`` (upstream attempts made, retries and fallbacks included),
+``x-routelab-arm`` (the rollout arm, when a rollout is configured). A stream's usage arrives after its headers, so a
 streamed answer that reports usage ends with the SSE comment ``: x-routelab-cost-usd <dollars>`` instead.
 Request bodies over ``max_request_bytes`` (``[proxy]`` of ``upstreams.toml``, 8 MiB by default) get 413.
 Every error is OpenAI-shaped JSON (``{"error": {"message", "type", "param", "code"}}``); invalid requests get
@@ -37,11 +39,15 @@ by ``client_keys_env`` (``ROUTELAB_PROXY_KEYS`` by default), unless the server w
 ``no_auth=True``. Upstream keys are read from the environment variables named in ``upstreams.toml``; they
 are sent only to their upstream and never appear in responses, errors or logs (upstream 401/403 bodies,
 which can quote a key, are not forwarded; every other forwarded body, 200s included, is scrubbed of upstream
-and client keys). The only state is the circuit breakers, the metrics and an adaptive router's counts, so
-several workers can run behind a load balancer.
+and client keys). The only state is the circuit breakers, the metrics, the live telemetry, spend counters and an
+adaptive router's counts, kept per process or, with ``[state] url`` in ``upstreams.toml``, shared by every replica
+through Redis (:mod:`.shared_state`), so several workers and replicas can run behind a load balancer.
 
 Modules: :mod:`.upstream` (the upstream client, answer validation, breakers), :mod:`.handlers` (the
-endpoints), :mod:`.validation` (request checks), :mod:`.metrics`, :mod:`.errors` (the error shape and the
+endpoints), :mod:`.context` (one request's facts), :mod:`.policy` (router choice, then rollout, exploration and
+budget steps), :mod:`.features` (where the optional ``upstreams.toml`` sections attach: :mod:`.decision_log`,
+:mod:`.rollout`, :mod:`.exploration`, :mod:`.shadow`, :mod:`.telemetry`, :mod:`.shared_state`, :mod:`.budget`),
+:mod:`.validation` (request checks), :mod:`.metrics`, :mod:`.errors` (the error shape and the
 guard against unexpected exceptions), :mod:`.serving` (the app, uvicorn, workers, connection limits).
 """
 

@@ -68,11 +68,12 @@ class UpstreamFailed(Exception):
         model: The model whose upstream failed.
         why: What happened on the last attempt, for people.
         kind: The metric label of the last failure (``timeout``, ``malformed``, ``http_503``, ...).
+        attempts: How many attempts were made.
     """
 
-    def __init__(self, model: str, why: str, kind: str = "error") -> None:
+    def __init__(self, model: str, why: str, kind: str = "error", attempts: int = 1) -> None:
         super().__init__(f"{model}: {why}")
-        self.model, self.why, self.kind = model, why, kind
+        self.model, self.why, self.kind, self.attempts = model, why, kind, attempts
 
 
 class ErrorGuard:

@@ -6,14 +6,18 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from evals.serving.wire import prompt_of  # the replay server reads requests the same way
+from evals.serving.wire import answer_text, prompt_of  # the replay server reads requests the same way
+from routers.export.proxy import policy
+from routers.export.proxy.context import RequestContext
 from routers.export.proxy.errors import ClientRequestError, UpstreamFailed, openai_error
 from routers.export.proxy.state import ProxyState
+from routers.export.proxy.upstream import valid_usage
 from routers.export.proxy.validation import check_chat_request, parse_json_body
 
 __all__ = ["chat", "feedback", "feedback_state", "healthz", "metrics", "models"]
@@ -72,8 +76,17 @@ def _unauthorised(st: ProxyState) -> JSONResponse:
     )
 
 
-def _reply_headers(model: str, choice: str | None, reason: str, cost: float | None) -> dict[str, str]:
-    h = {"x-routelab-model": model, "x-routelab-reason": reason}
+def _reply_headers(
+    model: str, choice: str | None, reason: str, cost: float | None, ctx: RequestContext
+) -> dict[str, str]:
+    h = {
+        "x-routelab-model": model,
+        "x-routelab-reason": reason,
+        "x-routelab-request-id": ctx.request_id,
+        "x-routelab-attempts": str(ctx.attempts),
+    }
+    if ctx.arm != "none":
+        h["x-routelab-arm"] = ctx.arm
     if choice is not None:
         h["x-routelab-choice"] = choice
     if cost is not None:
@@ -84,50 +97,52 @@ def _reply_headers(model: str, choice: str | None, reason: str, cost: float | No
 async def chat(request: Request) -> Response:
     """``POST /v1/chat/completions``: route (or pass through), forward, fail over, answer."""
     st: ProxyState = request.app.state.proxy
-    t_start = time.perf_counter()
     # The deadline counts from the request's arrival: reading its body and routing it spend the same budget.
     deadline = time.monotonic() + st.config.request_deadline_s
+    ctx = RequestContext(route="", category=request.headers.get("x-routelab-category") or None)
     if not st.authorised(request):
         return _unauthorised(st)
     try:
         body = parse_json_body(await _read_body(request, st))
         name, stream = check_chat_request(body)
-        choice, candidates, rename = await _plan(request, st, body, name)
+        ctx.route, ctx.stream = name, stream
+        await _plan(request, st, body, ctx)
     except ClientRequestError as exc:
         if exc.status == 400:
             st.count("client_errors", exc.code or "invalid_request")
         return exc.response()
     except ClientDisconnect:
         return Response(status_code=499)  # nobody is listening; nothing is sent
-    return await _forward(st, body, name, stream, choice, candidates, rename, t_start, deadline)
+    return await _forward(st, body, ctx, deadline)
 
 
-async def _plan(request: Request, st: ProxyState, body: dict, name: str) -> tuple[str | None, list[str], bool]:
-    """(the router's choice or None, the models to try in order, whether to rename ``model`` for them)."""
+async def _plan(request: Request, st: ProxyState, body: dict, ctx: RequestContext) -> None:
+    """Fill in ``ctx``: the serving policy's choice and the models to try (routed names), or the one model of a
+    direct or pass-through request."""
+    name = ctx.route
     if name in st.config.route_names:
         prompt = prompt_of(body["messages"])
         if prompt is None:
             raise ClientRequestError("'messages' needs a user message (its text is what the router routes on)",
                                      "messages")
-        cat = request.headers.get("x-routelab-category")
-        cats = [cat] if cat else None
-        exported = st.exported
-        t_route = time.perf_counter()
-        if st.offload_routing:
-            from starlette.concurrency import run_in_threadpool
-
-            idx = await run_in_threadpool(exported.route_indices, [prompt], None, cats)
-        else:
-            idx = exported.route_indices([prompt], None, cats)
-        st.metrics.observe_routing(time.perf_counter() - t_route)
-        choice = exported.models[int(idx[0])]
-        st.count("choice", choice)
-        return choice, st.candidates(choice), True
+        user = body.get("user")
+        ctx.prompt = prompt
+        if st.wants_request_messages:  # shadow grading re-sends them to the reference model
+            ctx.messages = body["messages"]
+            ctx.expected = request.headers.get("x-routelab-expected") or None
+        sticky = st.config.section("rollout").sticky_header  # x-routelab-session unless [rollout] names another
+        ctx.session = request.headers.get(sticky) or (user if isinstance(user, str) and user else None)
+        ctx.client_key_id = st.client_key_id(request)
+        await policy.decide(st, ctx)
+        return
+    ctx.client_key_id = st.client_key_id(request)
     model = name if name in st.config.upstreams else st.by_upstream_name.get(name)
     if model is not None:
-        return None, [model], True
+        ctx.candidates, ctx.decided_by = [model], "direct"
+        return
     if st.config.passthrough_upstream is not None:  # an unknown name goes, unchanged, to the default upstream
-        return None, [st.config.passthrough_upstream], False
+        ctx.candidates, ctx.rename, ctx.decided_by = [st.config.passthrough_upstream], False, "passthrough"
+        return
     raise ClientRequestError(
         f"model {name!r} is neither routed ({', '.join(st.config.route_names)}) nor one of "
         f"this proxy's models ({', '.join(st.config.upstreams)}); set passthrough_upstream in [proxy] of "
@@ -138,18 +153,9 @@ async def _plan(request: Request, st: ProxyState, body: dict, name: str) -> tupl
     )
 
 
-async def _forward(
-    st: ProxyState,
-    body: dict,
-    name: str,
-    stream: bool,
-    choice: str | None,
-    candidates: list[str],
-    rename: bool,
-    t_start: float,
-    deadline: float,
-) -> Response:
+async def _forward(st: ProxyState, body: dict, ctx: RequestContext, deadline: float) -> Response:
     cfg = st.config
+    choice, candidates = ctx.choice, ctx.candidates
     now = time.monotonic()
     live = [m for m in candidates if not st.is_open(m, now)]
     # When every candidate is cooling down, probe them in order with one attempt each rather than refuse.
@@ -160,9 +166,13 @@ async def _forward(
     for model, attempts in plan:
         if time.monotonic() >= deadline:
             break
+        t_call = time.perf_counter()
         try:
-            resp, w = await st.upstreams.call(model, body, attempts, stream, deadline, rename=rename)
+            resp, w = await st.upstreams.call(model, body, attempts, ctx.stream, deadline, rename=ctx.rename)
         except UpstreamFailed as exc:
+            # The failed upstream's attempts and backoffs are upstream time, not time the proxy added.
+            waited += time.perf_counter() - t_call
+            ctx.attempts += exc.attempts
             failures.append(st.scrub(str(exc)))
             out_of_time |= exc.kind == "deadline"
             if exc.kind != "deadline":  # running out of this request's time says nothing about the upstream
@@ -171,47 +181,61 @@ async def _forward(
                         "trying the next model" if model != plan[-1][0] else "no model left")
             continue
         waited += w
+        ctx.attempts += resp.attempts
         if choice is None:
             reason = "passthrough"
         elif model == choice:
             reason = "routed"
         else:
             reason = f"fallback from {choice}"
+        ctx.answered_by, ctx.reason, ctx.status = model, reason, resp.status
         st.count("requests", reason.split(" ")[0])
         st.count("answered", model)
         if resp.status != 200:  # a client error from the upstream: forward it, scrubbed
             st.count("upstream_client_errors", model)
-            st.metrics.observe_added(time.perf_counter() - t_start - waited)
-            return _forwarded_error(st, model, resp.status, resp.content, _reply_headers(model, choice, reason, None))
+            st.metrics.observe_added(time.perf_counter() - ctx.t_start - waited)
+            _finish(st, ctx)
+            return _forwarded_error(
+                st, model, resp.status, resp.content, _reply_headers(model, choice, reason, None, ctx)
+            )
         if resp.stream is not None:
-            st.metrics.observe_added(time.perf_counter() - t_start - waited)
+            st.metrics.observe_added(time.perf_counter() - ctx.t_start - waited)
 
             def on_usage(usage: object, model: str = model) -> bytes | None:
                 cost = st.cost_of(model, usage)
+                ctx.usage, ctx.cost_usd = valid_usage(usage), cost
                 # Headers left before the usage arrived: the cost goes in an SSE comment after the last event
                 # (SSE clients, the OpenAI SDK's included, skip comment lines).
                 return None if cost is None else f": x-routelab-cost-usd {cost:.8f}\n\n".encode()
 
+            ctx.latency_s = ctx.elapsed()
             return StreamingResponse(
-                st.upstreams.relay(model, resp, on_usage, deadline),
+                _relay_then_finish(st, ctx, st.upstreams.relay(model, resp, on_usage, deadline)),
                 status_code=200,
-                headers=_reply_headers(model, choice, reason, None),
+                headers=_reply_headers(model, choice, reason, None, ctx),
                 media_type=resp.content_type or "text/event-stream",
                 background=BackgroundTask(resp.stream.release),
             )
-        cost = st.cost_of(model, resp.parsed.get("usage"))
-        st.metrics.observe_added(time.perf_counter() - t_start - waited)
-        log.info("%s -> %s (%s) %.1f ms", name, model, reason, 1000 * (time.perf_counter() - t_start))
+        usage = resp.parsed.get("usage")
+        cost = st.cost_of(model, usage)
+        ctx.usage, ctx.cost_usd, ctx.answer_text = valid_usage(usage), cost, answer_text(resp.parsed)
+        st.metrics.observe_added(time.perf_counter() - ctx.t_start - waited)
+        log.info("%s -> %s (%s) %.1f ms", ctx.route, model, reason, 1000 * ctx.elapsed())
+        _finish(st, ctx)
         return Response(
             st.scrubber.bytes(resp.content),
             status_code=200,
             media_type="application/json",
-            headers=_reply_headers(model, choice, reason, cost),
+            headers=_reply_headers(model, choice, reason, cost, ctx),
         )
     tried = "; ".join(failures) or "no upstream was tried"
-    headers = {"x-routelab-reason": "failed", **({"x-routelab-choice": choice} if choice else {})}
+    headers = {"x-routelab-reason": "failed", "x-routelab-request-id": ctx.request_id,
+               **({"x-routelab-choice": choice} if choice else {})}
+    ctx.error = tried
     if out_of_time or time.monotonic() >= deadline:
         st.count("requests", "deadline")
+        ctx.reason, ctx.status = "deadline", 504
+        _finish(st, ctx)
         return openai_error(
             504,
             f"no answer within the request deadline of {cfg.request_deadline_s:g} s (request_deadline_s); "
@@ -221,7 +245,26 @@ async def _forward(
             headers,
         )
     st.count("requests", "failed")
+    ctx.reason, ctx.status = "failed", 502
+    _finish(st, ctx)
     return openai_error(502, "every upstream failed: " + tried, "upstream_error", "upstream_failed", headers)
+
+
+def _finish(st: ProxyState, ctx: RequestContext) -> None:
+    if ctx.latency_s is None:
+        ctx.latency_s = ctx.elapsed()
+    if st.finishers:
+        st.finish(ctx)
+
+
+async def _relay_then_finish(st: ProxyState, ctx: RequestContext, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Relay a stream; when it is over (done, broken, or the client left), finish the request once."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        _finish(st, ctx)
+
 
 
 def _forwarded_error(st: ProxyState, model: str, status: int, content: bytes, headers: dict[str, str]) -> Response:
@@ -253,17 +296,20 @@ async def models(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    """``GET /healthz`` (no auth): ``ok``, ``degraded`` (some upstreams cooling down or missing their key) or
-    ``down`` (none can answer), with each upstream's state. ``down`` answers 503 so load balancers see it."""
+    """``GET /healthz`` (no auth): ``ok``, ``degraded`` (some upstreams cooling down or missing their key, or a
+    feature's section, e.g. ``state``, says ``degraded``) or ``down`` (none can answer), with each upstream's state
+    and the features' sections. ``down`` answers 503 so load balancers see it."""
     st: ProxyState = request.app.state.proxy
     ups = st.upstream_states()
     able = sum(u["state"] == "up" for u in ups.values())
     status = "ok" if able == len(ups) else ("degraded" if able else "down")
-    return JSONResponse(
-        {"status": status, "router": st.exported.manifest["router"]["name"], "lam": st.exported.lam,
-         "upstreams": ups},
-        status_code=503 if status == "down" else 200,
-    )
+    body = {"status": status, "router": st.exported.manifest["router"]["name"], "lam": st.exported.lam,
+            "upstreams": ups}
+    for name, section in st.health_sections.items():  # features: shared state, decision log, ...
+        body[name] = section()
+        if status == "ok" and isinstance(body[name], dict) and body[name].get("status") == "degraded":
+            body["status"] = status = "degraded"
+    return JSONResponse(body, status_code=503 if status == "down" else 200)
 
 
 def _feedback_refusal(request: Request) -> Response | None:
@@ -301,7 +347,10 @@ async def feedback(request: Request) -> Response:
     if not isinstance(model, str) or isinstance(score, bool) or not isinstance(score, (int, float)):
         return openai_error(400, "feedback 'model' must be a string and 'score' a number", param="score")
     try:
-        st.exported.state.feedback(None if category is None else str(category), model, score)
+        if st.feedback_sink is not None:  # shared state: counted on every replica
+            await st.feedback_sink(None if category is None else str(category), model, score)
+        else:
+            st.exported.state.feedback(None if category is None else str(category), model, score)
     except ValueError as exc:  # names the problem: the unknown model (listing the models) or the bad score
         return openai_error(400, str(exc))
     st.count("feedback", model)
@@ -312,7 +361,8 @@ async def feedback_state(request: Request) -> Response:
     """``GET``/``PUT /v1/feedback/state``: read or replace this worker's adaptive counts.
 
     So an operator can save the counts before a restart and restore them, or copy one worker's counts to the
-    others (each worker learns only from the feedback it receives).
+    others (each worker learns only from the feedback it receives). With ``[state] url`` the counts are shared:
+    a PUT replaces them on every replica.
     """
     st: ProxyState = request.app.state.proxy
     refused = _feedback_refusal(request)
@@ -325,7 +375,10 @@ async def feedback_state(request: Request) -> Response:
     except ClientRequestError as exc:
         return exc.response()
     try:
-        st.exported.state.set_evidence(state)
+        if st.evidence_sink is not None:  # shared state: replaced on every replica
+            await st.evidence_sink(state)
+        else:
+            st.exported.state.set_evidence(state)
     except ValueError as exc:  # JSON errors included; nothing changed
         return openai_error(400, f"feedback state not accepted: {exc}")
     st.count("feedback_state_set", "all")
@@ -339,4 +392,5 @@ async def metrics(request: Request) -> Response:
         return _unauthorised(st)
     now = time.monotonic()
     text = st.metrics.render(st.config.upstreams, lambda m: not st.is_open(m, now))
+    text += "".join(section() for section in st.metrics_sections)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

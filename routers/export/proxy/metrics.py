@@ -34,6 +34,20 @@ _SERIES = (
     ("routelab_client_errors_total", "client_errors", "Requests refused as invalid, per code.", ("code",)),
     ("routelab_feedback_total", "feedback", "Feedback received per model (adaptive exports).", ("model",)),
     ("routelab_cost_usd_total", "cost_usd", "Dollars spent per model (usage x export prices).", ("model",)),
+    ("routelab_rollout_arm_total", "rollout_arm", "Routed requests per rollout arm (router, control).", ("arm",)),
+    ("routelab_explored_total", "explored", "Requests sent to a random model by exploration, per model.", ("model",)),
+    (
+        "routelab_decision_log_written_total",
+        "decision_log_written",
+        "Decision-log lines written per record kind (decision, shadow, grade).",
+        ("kind",),
+    ),
+    (
+        "routelab_decision_log_dropped_total",
+        "decision_log_dropped",
+        "Decision-log lines dropped per reason (queue_full, write_error, invalid_record, stopped).",
+        ("reason",),
+    ),
 )
 
 

@@ -298,9 +298,13 @@ def serve(
     state: ProxyState = app.state.proxy
     lines = describe_upstreams(state)
     ready = sum(line.startswith("  ready") for line in lines)
+    features = [name for name in state.health_sections if name != "telemetry"]  # telemetry is always on
+    log_dir = state.config.section("log").dir
     print(
         f"routelab serve: {ready} of {len(lines)} upstreams can answer (deadline "
-        f"{state.config.request_deadline_s:g} s per request):\n" + "\n".join(lines),
+        f"{state.config.request_deadline_s:g} s per request):\n" + "\n".join(lines)
+        + (f"\n  features: {', '.join(features)}" if features else "")
+        + (f"\n  decision log: {Path(log_dir).resolve()}" if log_dir else ""),
         file=sys.stderr,
         flush=True,
     )

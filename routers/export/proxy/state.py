@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 from starlette.requests import Request
 
 from routers.export.loader import ExportedRouter
+from routers.export.proxy.context import RequestContext
+from routers.export.proxy.features import attach_features
 from routers.export.proxy.metrics import Metrics
 from routers.export.proxy.upstream import Scrubber, UpstreamClient, valid_usage
 from routers.export.upstreams import ProxyConfig
 
 __all__ = ["ProxyState"]
+
+log = logging.getLogger("routelab.proxy")
 
 
 class ProxyState:
@@ -55,15 +61,63 @@ class ProxyState:
             else offload_routing
         )
         self.by_upstream_name = {u.upstream_model: m for m, u in config.upstreams.items()}
+        # Optional features (upstreams.toml sections) hook in here; see routers.export.proxy.features.
+        self.policy_steps: list[Callable[..., Any]] = []
+        """Steps after the router's choice (rollout, exploration, budget), see :mod:`.policy`."""
+        self.finishers: list[Callable[[RequestContext], None]] = []
+        """Called once per finished chat request; must return at once (queue work, no I/O)."""
+        self.components: list[Any] = []
+        """Objects with ``async startup()`` and ``async shutdown()``, run with the server (in this order)."""
+        self.wants_predictions = False
+        """Set by a feature that reads every model's predictions (decision log, exploration): the policy then
+        fills ``ctx.predictions`` (see :func:`routers.export.proxy.policy.router_choice`)."""
+        self.wants_request_messages = False
+        """Set by shadow grading: routed requests keep their ``messages`` in ``ctx.messages`` (re-sent to the
+        reference model)."""
+        self.health_sections: dict[str, Callable[[], dict[str, Any]]] = {}
+        """Extra sections of ``/healthz`` (name -> a function returning a JSON-able dict), added by features."""
+        self.metrics_sections: list[Callable[[], str]] = []
+        """Extra ``/metrics`` lines (functions returning Prometheus text), added by features (shared state, budget)."""
+        self.feedback_sink: Callable[[str | None, str, float], Any] | None = None
+        """Set by shared state: an async ``(category, model, score)`` that counts a feedback on every replica
+        (None: this worker's evidence only)."""
+        self.evidence_sink: Callable[[Any], Any] | None = None
+        """Set by shared state: an async ``(state)`` that replaces the adaptive evidence on every replica
+        (``PUT /v1/feedback/state``; None: this worker's only)."""
+        attach_features(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def startup(self) -> None:
-        """Open the pooled upstream client (inside the server's event loop)."""
+        """Open the pooled upstream client, then start the features' components (inside the server's loop)."""
         await self.upstreams.startup()
+        for c in self.components:
+            await c.startup()
 
     async def shutdown(self) -> None:
-        """Close the upstream client."""
+        """Stop the components (last started, first stopped), then close the upstream client."""
+        for c in reversed(self.components):
+            try:
+                await c.shutdown()
+            except Exception:  # noqa: BLE001 - one component failing to stop must not keep the others running
+                log.exception("a proxy component failed to shut down: %r", c)
         await self.upstreams.shutdown()
+
+    def finish(self, ctx: RequestContext) -> None:
+        """Hand a finished request to every finisher. A finisher that raises is logged and counted; the request
+        it describes is already answered, so nothing reaches the client."""
+        for f in self.finishers:
+            try:
+                f(ctx)
+            except Exception:  # noqa: BLE001
+                self.metrics.count("finisher_errors", getattr(f, "__qualname__", "finisher"))
+                log.exception("a request finisher failed")
+
+    def client_key_id(self, request: Request) -> str | None:
+        """A short, non-reversible id of the request's bearer key (for per-key budgets and logs), or None."""
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("bearer "):
+            return None
+        return hashlib.sha256(header[7:].strip().encode()).hexdigest()[:12]
 
     # ------------------------------------------------------------------ helpers
     def scrub(self, text: str) -> str:

@@ -16,7 +16,7 @@ import json
 import math
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,8 @@ class Upstreamed:
     retry_after: str | None = None
     parsed: Any = None
     """The decoded JSON of a non-streamed 200 (decoded once, to validate it and read its usage)."""
+    attempts: int = 1
+    """Attempts this upstream took to give this answer (retries included)."""
 
 
 class _AttemptFailed(Exception):
@@ -147,6 +149,12 @@ def _check_first_event(buf: bytes) -> None:
         return
 
 
+def _attempt_outcome(status: int) -> str | None:
+    """None when an attempt's status means the upstream works (an answer, or the client's own 4xx), else its kind."""
+    client_error = 400 <= status < 500 and status not in _RETRYABLE_STATUS and status not in _AUTH_FAIL_STATUS
+    return None if status == 200 or client_error else f"http_{status}"
+
+
 class UpstreamClient:
     """Sends requests to the upstreams of a :class:`~routers.export.upstreams.ProxyConfig`.
 
@@ -170,6 +178,12 @@ class UpstreamClient:
         self.connector = connector
         self.session: aiohttp.ClientSession | None = None
         self.breakers: dict[str, Breaker] = {m: Breaker() for m in config.upstreams}
+        self.attempt_observers: list[Callable[[str, float, str | None], None]] = []
+        """Called after every attempt with (model, seconds, None for an answer or the failure kind); must not
+        block (live telemetry, shared breakers)."""
+        self.trip_observers: list[Callable[[str, float], None]] = []
+        """Called when a breaker opens, with (model, monotonic time it stays open until); must not block
+        (shared breakers)."""
 
     async def startup(self) -> None:
         """Open the pooled client (inside the server's event loop)."""
@@ -196,6 +210,8 @@ class UpstreamClient:
         b = self.breakers[model]
         b.failures += 1
         b.open_until = time.monotonic() + self.config.cooldown_s
+        for observe in self.trip_observers:
+            observe(model, b.open_until)
 
     # ------------------------------------------------------------------ calls
     async def call(
@@ -229,6 +245,7 @@ class UpstreamClient:
         waited = 0.0
         why, kind = "no attempt made: the request deadline had passed", "deadline"
         assert self.session is not None
+        tried = 0
         for attempt in range(attempts):
             remaining = deadline - time.monotonic()
             if remaining <= 0.001:
@@ -237,6 +254,7 @@ class UpstreamClient:
             cut_by_deadline = remaining < up.timeout_s
             per = min(up.timeout_s, remaining)
             self.metrics.count("attempts", model)
+            tried += 1
             t0 = time.perf_counter()
             resp: Upstreamed | None = None
             try:
@@ -255,22 +273,33 @@ class UpstreamClient:
             except aiohttp.ClientError as exc:  # refused, reset, bad HTTP
                 why, kind = f"connection failed ({type(exc).__name__})", "connection"
             finally:
-                waited += time.perf_counter() - t0
+                spent = time.perf_counter() - t0
+                waited += spent
+            if self.attempt_observers:
+                outcome = kind if resp is None else _attempt_outcome(resp.status)
+                for observe in self.attempt_observers:
+                    observe(model, spent, outcome)
             retry_after = 0.0
             if resp is not None:
                 if resp.status == 200:
                     self.breakers[model].failures = 0
+                    resp.attempts = attempt + 1
                     return resp, waited
                 if resp.status in _AUTH_FAIL_STATUS:
                     # A rejected upstream key: retrying will not help, and the body may quote the key.
                     self.metrics.count("failures", model, "auth")
                     env = up.api_key_env or "its key"
-                    raise UpstreamFailed(model, f"upstream rejected its key (HTTP {resp.status}); check {env}", "auth")
+                    raise UpstreamFailed(
+                        model, f"upstream rejected its key (HTTP {resp.status}); check {env}", "auth", attempt + 1
+                    )
                 if 300 <= resp.status < 400:
                     # Never followed: a redirect would re-send the prompt (and the key) somewhere else.
                     self.metrics.count("failures", model, "redirect")
-                    raise UpstreamFailed(model, f"upstream redirected (HTTP {resp.status}); not followed", "redirect")
+                    raise UpstreamFailed(
+                        model, f"upstream redirected (HTTP {resp.status}); not followed", "redirect", attempt + 1
+                    )
                 if 400 <= resp.status < 500 and resp.status not in _RETRYABLE_STATUS:
+                    resp.attempts = attempt + 1
                     return resp, waited  # a client error: the caller forwards it (scrubbed)
                 # 5xx, 408, 429, and anything else that is not an answer (a 204, a 1xx-turned-final): retried.
                 why, kind = f"HTTP {resp.status}", f"http_{resp.status}"
@@ -286,7 +315,7 @@ class UpstreamClient:
                     break
                 await asyncio.sleep(delay)
                 waited += delay
-        raise UpstreamFailed(model, why, kind)
+        raise UpstreamFailed(model, why, kind, tried)
 
     async def _attempt(
         self, url: str, content: bytes, headers: dict[str, str], per: float, stream: bool

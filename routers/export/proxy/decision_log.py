@@ -1,0 +1,406 @@
+"""The decision log: one JSON line per chat request, written off the request path (``[log]`` in upstreams.toml).
+
+How a request becomes a line, and why none of it can slow or fail the request:
+
+1. When a request is over, :meth:`DecisionLog.finish` (a finisher of the proxy state) puts the request's
+   :class:`~routers.export.proxy.context.RequestContext` on a bounded queue with ``put_nowait``: no I/O, no
+   serialisation on the event loop. A full queue (a slow or stuck disk) drops the line and counts it.
+2. A writer thread takes what is queued, builds each :class:`~evals.production.records.DecisionRecord` (validated:
+   a record the schema refuses is dropped and counted, never written half-right), and appends the lines to the
+   current segment (``decisions-<UTC start>-<sequence>.jsonl``, :func:`evals.production.log_reader.segment_name`).
+   It starts a new segment before one would pass ``max_segment_bytes`` or once it is ``max_segment_seconds`` old.
+3. A write that fails (read-only or vanished directory, full disk) drops the lines it held, counts them, closes the
+   segment and waits :data:`RETRY_S` before opening a new one; lines arriving meanwhile are dropped and counted.
+
+Counters (``/metrics``): ``routelab_decision_log_written_total{kind}``, ``routelab_decision_log_dropped_total
+{reason}`` with reasons ``queue_full``, ``write_error``, ``invalid_record``, ``stopped``; ``/healthz`` has a
+``decision_log`` section with the same numbers, the state (``writing``, ``failing``, ``stopped``) and the last
+error. Keys never reach a line: the record has no field for a header, and texts (only with ``store_text``) go
+through the proxy's key scrubber and :func:`evals.production.records.cap_text` (key-shaped strings redacted, cut
+to ``text_cap``).
+
+Other writers (shadow pairs, online grades) use :meth:`DecisionLog.write` with any object that has ``to_json()``:
+the same queue, segments and counters. The log is reachable as ``st.decision_log`` once attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from evals.exceptions import ConfigError
+from evals.production.log_reader import segment_name
+from evals.production.records import Candidate, DecisionRecord, RecordError, cap_text, prompt_hash
+from routers.export.proxy.context import RequestContext
+from routers.export.settings.log import LogSettings
+
+if TYPE_CHECKING:
+    from routers.export.proxy.state import ProxyState
+
+__all__ = ["DROP_REASONS", "DecisionLog", "RETRY_S", "attach", "decision_json", "record_of"]
+
+log = logging.getLogger("routelab.proxy.log")
+
+#: Seconds between attempts to open a new segment after a write failed.
+RETRY_S = 1.0
+#: Why a line can be dropped (each a ``routelab_decision_log_dropped_total`` series from the start).
+DROP_REASONS = ("queue_full", "write_error", "invalid_record", "stopped")
+#: Lines the writer takes from the queue at once (one write call per batch).
+_BATCH = 512
+#: How often an idle writer wakes up to close a segment that has grown too old.
+_IDLE_WAKE_S = 0.25
+_STOP = object()
+#: The prompt hash of a request whose prompt the proxy did not read (a direct model name or a pass-through).
+_NO_PROMPT_HASH = prompt_hash("")
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(DecisionRecord))
+_CANDIDATE_FIELDS = tuple(f.name for f in fields(Candidate))
+
+
+def decision_json(record: DecisionRecord) -> str:
+    """Exactly ``record.to_json()`` (a test compares them), built field by field instead of through
+    ``dataclasses.asdict``, whose deep copy costs about 8x more with 14 candidates: this runs once per request in
+    the writer thread, which shares the interpreter lock with the request path."""
+    d = {name: getattr(record, name) for name in _RECORD_FIELDS}
+    d["candidates"] = [{name: getattr(c, name) for name in _CANDIDATE_FIELDS} for c in record.candidates]
+    ordered = {"schema_version": d.pop("schema_version"), "kind": d.pop("kind"), **d}
+    return json.dumps(ordered, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def record_of(
+    ctx: RequestContext, shadow: bool, *, store_text: bool, text_cap: int, scrub: Any = None
+) -> DecisionRecord:
+    """The decision record of a finished request (see :class:`~evals.production.records.DecisionRecord`).
+
+    Args:
+        ctx: The finished request.
+        shadow: Whether it was sampled for shadow grading (read when the request finished).
+        store_text: Keep the prompt and answer texts (scrubbed of the proxy's keys, redacted, capped).
+        text_cap: Characters kept per text.
+        scrub: ``text -> text`` replacing the proxy's own keys (``ProxyState.scrub``); applied before the cap.
+
+    Raises:
+        RecordError: when the request's facts do not fit the schema (e.g. a prediction outside [0, 1]).
+    """
+    chosen = ctx.choice if ctx.routed else None
+    usage = ctx.usage or (None, None)
+    prompt_text = answer_text = None
+    truncated = False
+    if store_text:
+        clean = scrub or (lambda t: t)
+        prompt_text, cut_p = cap_text(None if ctx.prompt is None else clean(ctx.prompt), text_cap)
+        answer_text, cut_a = cap_text(None if ctx.answer_text is None else clean(ctx.answer_text), text_cap)
+        truncated = cut_p or cut_a
+    status = ctx.status if 100 <= ctx.status <= 599 else 500
+    return DecisionRecord(
+        request_id=ctx.request_id,
+        time=ctx.received,
+        route=ctx.route or "?",
+        prompt_hash=prompt_hash(ctx.prompt) if ctx.prompt is not None else _NO_PROMPT_HASH,
+        status=status,
+        latency_s=max(0.0, ctx.latency_s if ctx.latency_s is not None else ctx.elapsed()),
+        category=ctx.category,
+        chosen=chosen,
+        candidates=tuple(Candidate(p.model, p.quality, p.cost, p.eligible) for p in ctx.predictions),
+        propensity=ctx.propensity if chosen is not None else None,
+        lam=ctx.lam if chosen is not None else None,
+        epsilon=ctx.epsilon,
+        explored=ctx.explored,
+        answered_by=ctx.answered_by,
+        reason=ctx.reason,
+        input_tokens=usage[0],
+        output_tokens=usage[1],
+        cost_usd=ctx.cost_usd,
+        arm=ctx.arm,
+        shadow=bool(shadow),
+        prompt_text=prompt_text,
+        answer_text=answer_text,
+        text_truncated=truncated,
+    )
+
+
+class DecisionLog:
+    """The writer of a decision-log directory (see the module docstring); a proxy component and finisher.
+
+    Args:
+        settings: The ``[log]`` section.
+        directory: Where the segments go (``settings.dir`` resolved).
+        count: ``(*key, by=...)`` adding to the proxy's counters (thread-safe).
+        scrub: ``text -> text`` removing the proxy's keys from stored texts.
+    """
+
+    def __init__(self, settings: LogSettings, directory: Path, count: Any, scrub: Any = None) -> None:
+        self.settings = settings
+        self.directory = directory
+        self._count = count
+        self._scrub = scrub
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=settings.queue_size)
+        self._thread: threading.Thread | None = None
+        self._fd: int | None = None
+        self._segment: Path | None = None
+        self._segment_started = 0.0
+        self._segment_bytes = 0
+        self._sequence = 0
+        self._retry_at = 0.0
+        self.written: dict[str, int] = {}
+        """Lines written per record kind."""
+        self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        """Lines dropped per reason."""
+        self.segments_opened = 0
+        self.last_error: str | None = None
+        self._stopped = False
+        self._lock = threading.Lock()
+        for reason in DROP_REASONS:  # every series visible from the start, at 0
+            count("decision_log_dropped", reason, by=0.0)
+        count("decision_log_written", "decision", by=0.0)
+
+    # ------------------------------------------------------------------ request path (event loop)
+    def finish(self, ctx: RequestContext) -> None:
+        """Queue a finished request's record (a finisher: returns at once; a full queue drops and counts)."""
+        self._put((ctx, bool(ctx.extra.get("shadow"))))
+
+    def write(self, record: Any) -> bool:
+        """Queue any record with ``to_json()`` (a shadow pair, a grade) for the same segments; never blocks.
+
+        Returns:
+            Whether it was queued (False: dropped and counted, the queue being full or the log stopped).
+        """
+        return self._put(record)
+
+    def _put(self, item: Any) -> bool:
+        if self._stopped:
+            self._drop("stopped")
+            return False
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._drop("queue_full")
+            return False
+        return True
+
+    # ------------------------------------------------------------------ component
+    async def startup(self) -> None:
+        """Create the directory (a failure is counted and retried, never fatal) and start the writer thread."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._failed(f"cannot create {self.directory} ({type(exc).__name__}: {exc})")
+        self._thread = threading.Thread(target=self._run, name="routelab-decision-log", daemon=True)
+        self._thread.start()
+
+    async def shutdown(self) -> None:
+        """Write what is queued, close the segment and stop the thread (waits at most 10 s)."""
+        self._stopped = True
+        if self._thread is None:
+            return
+        # The queue may be full: wait for room rather than drop the stop signal (the writer keeps draining).
+        await asyncio.to_thread(self._queue.put, _STOP)
+        await asyncio.to_thread(self._thread.join, 10.0)
+        self._thread = None
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every line queued so far is written or dropped (tests, benches); False on timeout."""
+        done = threading.Event()
+        if self._stopped or self._thread is None:
+            return False
+        try:
+            self._queue.put(done, timeout=timeout)  # a marker, not a line: waits for room instead of dropping
+        except queue.Full:
+            return False
+        return done.wait(timeout)
+
+    # ------------------------------------------------------------------ health
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{"written": {kind: lines}, "dropped": {reason: lines}}`` so far."""
+        with self._lock:
+            return {"written": dict(self.written), "dropped": dict(self.dropped)}
+
+    def health(self) -> dict[str, Any]:
+        """The ``/healthz`` section: state, directory, current segment, written and dropped counts, last error."""
+        state = "stopped" if self._stopped else ("failing" if self._retry_at > time.monotonic() else "writing")
+        return {
+            "state": state,
+            "dir": str(self.directory),
+            "segment": self._segment.name if self._segment is not None else None,
+            "queued": self._queue.qsize(),
+            **self.counts(),
+            "last_error": self.last_error,
+        }
+
+    # ------------------------------------------------------------------ writer thread
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            try:
+                first = self._queue.get(timeout=_IDLE_WAKE_S)
+            except queue.Empty:
+                self._rotate_if_old()
+                continue
+            batch = [first]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            lines: list[tuple[str, bytes]] = []
+            waiting: list[threading.Event] = []
+            for item in batch:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, threading.Event):
+                    waiting.append(item)
+                else:
+                    line = self._line(item)
+                    if line is not None:
+                        lines.append(line)
+                    # Hand the GIL back after each record: the event loop waits at most one record's work for
+                    # it, not the interpreter's 5 ms switch interval.
+                    time.sleep(0)
+            try:
+                self._write(lines)
+            except Exception:  # noqa: BLE001 - a bug here must not kill the writer (the queue would only fill)
+                log.exception("decision log: %d line(s) not written", len(lines))
+                self._drop("write_error", len(lines))
+                self._close()
+            for event in waiting:
+                event.set()
+        self._close()
+
+    def _line(self, item: Any) -> tuple[str, bytes] | None:
+        """``(kind, JSON line with its newline)`` of a queued item, or None when its record is invalid."""
+        try:
+            if isinstance(item, tuple):
+                ctx, shadow = item
+                record = record_of(
+                    ctx, shadow, store_text=self.settings.store_text, text_cap=self.settings.text_cap,
+                    scrub=self._scrub,
+                )
+                return "decision", (decision_json(record) + "\n").encode("utf-8")
+            return str(getattr(item, "kind", "decision")), (item.to_json() + "\n").encode("utf-8")
+        except (RecordError, ValueError, TypeError, AttributeError) as exc:
+            self._drop("invalid_record")
+            log.warning("decision log: a record was not written (%s)", exc)
+            return None
+
+    def _write(self, lines: list[tuple[str, bytes]]) -> None:
+        if not lines:
+            return
+        if self._retry_at > time.monotonic():  # still waiting after a failure: drop rather than pile up
+            self._drop("write_error", len(lines))
+            return
+        self._rotate_if_old()
+        done = 0
+        try:
+            while done < len(lines):
+                if self._fd is None:
+                    self._open()
+                # As many lines as fit in this segment (at least one: a line is never split across segments).
+                room = self.settings.max_segment_bytes - self._segment_bytes
+                end, size = done, 0
+                while end < len(lines):
+                    n = len(lines[end][1])
+                    first_of_segment = end == done and self._segment_bytes == 0
+                    if size + n > room and not first_of_segment:
+                        break
+                    size, end = size + n, end + 1
+                if end == done:  # the segment is full: start the next one
+                    self._close()
+                    continue
+                self._write_all(b"".join(line for _, line in lines[done:end]))
+                self._counted(lines[done:end])
+                done = end
+        except OSError as exc:
+            self._drop("write_error", len(lines) - done)
+            self._failed(f"cannot write to {self._segment or self.directory} ({type(exc).__name__}: {exc})")
+            self._close()
+
+    def _write_all(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:  # os.write may write less than asked (a signal, a nearly full disk)
+            n = os.write(self._fd, view)
+            view = view[n:]
+            self._segment_bytes += n
+
+    def _counted(self, lines: list[tuple[str, bytes]]) -> None:
+        with self._lock:
+            for kind, _ in lines:
+                self.written[kind] = self.written.get(kind, 0) + 1
+        for kind, _ in lines:
+            self._count("decision_log_written", kind)
+
+    def _open(self) -> None:
+        """Open a new segment; its name is never one that exists (another worker may write the same directory)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        while True:
+            path = self.directory / segment_name(now, self._sequence)
+            self._sequence += 1
+            try:
+                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            except FileExistsError:
+                continue
+            break
+        self._segment, self._segment_started, self._segment_bytes = path, time.monotonic(), 0
+        self.segments_opened += 1
+
+    def _rotate_if_old(self) -> None:
+        if self._fd is not None and time.monotonic() - self._segment_started >= self.settings.max_segment_seconds:
+            self._close()
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def _failed(self, why: str) -> None:
+        if self._retry_at <= time.monotonic():  # one warning per failure episode, not one per batch
+            log.warning("decision log: %s; dropping lines, retrying in %g s", why, RETRY_S)
+        self.last_error = why
+        self._retry_at = time.monotonic() + RETRY_S
+
+    def _drop(self, reason: str, n: int = 1) -> None:
+        with self._lock:  # the event loop (queue full) and the writer thread both drop
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+        self._count("decision_log_dropped", reason, by=float(n))
+
+
+def attach(st: ProxyState) -> None:
+    """Attach the decision log to ``st`` when ``[log] dir`` is set (a finisher, a component, ``st.decision_log``).
+
+    A relative ``dir`` is resolved against the current directory; a directory inside the export folder is refused
+    (the folder must hold only its own files, or it no longer verifies).
+
+    Raises:
+        ConfigError: for a ``dir`` inside the export folder.
+    """
+    settings: LogSettings = st.config.section("log")
+    if not settings.enabled:
+        return
+    assert settings.dir is not None
+    directory = Path(settings.dir).expanduser().resolve()
+    folder = Path(st.exported.folder).resolve()
+    if directory == folder or folder in directory.parents:
+        raise ConfigError(
+            f"[log] dir {settings.dir!r} is inside the export folder {folder}; an export folder holds only its "
+            "own files (it would no longer verify): choose a directory outside it"
+        )
+    writer = DecisionLog(settings, directory, st.count, st.scrub)
+    st.decision_log = writer  # type: ignore[attr-defined]  # other features write shadow pairs and grades here
+    st.wants_predictions = True
+    st.finishers.append(writer.finish)
+    # First component: started before and stopped after the others, which may write to it while they stop.
+    st.components.insert(0, writer)
+    st.health_sections["decision_log"] = writer.health
