@@ -14,8 +14,9 @@ Load: bench_proxy's aiohttp generator (one asyncio process). Each server is its 
    ``[state] url`` and over two replicas *without* it (in-process state); p50/p99 of both, the added p50
    (target: under 0.5 ms), and the replicas' mean Redis call time (``routelab_state_roundtrip_seconds``: from
    the call until the replica's event loop resumes the request). Both sides have a ``[budget]`` that is never
-   reached (``--no-budget`` drops it): its spend read (one ``MGET`` before routing) is the Redis call a request
-   waits for; breakers, feedback and counters reach Redis off the request path.
+   reached (``--no-budget`` drops it). No request waits on Redis in either (budgets read Redis only near a limit
+   or for a counter a replica has not seen yet); breakers, feedback, counters, telemetry and spend reach Redis
+   off the request path, so what the shared state costs shows as the replicas' CPU per request (printed).
 
 On 2 cores the ratio of (b) to (a) cannot approach 2: one proxy process already uses one core, and the
 second core is shared by the second replica, nginx, the replay upstream and the load generator. The CPU per
