@@ -12,15 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
-from evals.exceptions import ConfigError
 from evals.outcomes import OutcomeTable
 from routers.base import Queries, Router
 from routers.params import encoder_name, integer, options
-from routers.registry import make_router, register_router
+from routers.registry import register_router
 from routers.strategies.cascade import CascadeRouter
-from routers.strategies.stacked import STACK_BASES
+from routers.strategies.stacked import STACK_BASES, configured_router, out_of_fold_quality
 from routers.text_selection import TEXT_MODES
 
 __all__ = ["StackedCascadeRouter"]
@@ -89,24 +87,10 @@ class StackedCascadeRouter(CascadeRouter):
         self.folds = folds
 
     def _make_prompt_router(self) -> Router:
-        router = make_router({"name": self.prompt_router, "params": {}})
-        names = router._get_param_names()
-        given = {"encoder": self.encoder, "text": self.text, "random_state": self.random_state}
-        router.set_params(**{k: v for k, v in given.items() if k in names})
-        return router
+        return configured_router(self.prompt_router, self.encoder, self.text, self.random_state)
 
     def _fit(self, train: OutcomeTable) -> None:
-        ids = np.asarray(train.sample_ids)
-        k = int(self.folds)
-        if len(ids) < 2 * k:
-            raise ConfigError(f"cascade-stacked: {len(ids)} train samples are too few for {k} folds (need {2 * k})")
-        fold = np.random.default_rng(int(self.random_state)).permutation(len(ids)) % k
-        oof = np.zeros(train.quality.shape)
-        for f in range(k):
-            inner = train.select(sample_ids=ids[fold != f])
-            held = train.select(sample_ids=ids[fold == f])
-            rows = pd.Index(ids).get_indexer(held.sample_ids)  # the held table's own sample order
-            oof[rows] = self._make_prompt_router().fit(inner).predict_quality(Queries.from_table(held))
+        oof = out_of_fold_quality(train, self._make_prompt_router, self.folds, self.random_state, "cascade-stacked")
         # While the cascade part is fitted, the train prompts read their out-of-fold predictions.
         self._train_prompt_quality = (list(train.prompts), oof)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -14,7 +16,7 @@ from routers.runtime import sigmoid
 from routers.strategies._common import category_vocabulary, fit_logistic
 from routers.text_selection import TEXT_MODES
 
-__all__ = ["StackedRouter"]
+__all__ = ["StackedRouter", "configured_router", "out_of_fold_quality"]
 
 #: The routers a stack can be built on: those that predict quality from the prompt's embedding.
 STACK_BASES = ("classifier", "knn", "mf", "irt-blend", "cost-aware")
@@ -79,25 +81,10 @@ class StackedRouter(Router):
         self.random_state = random_state
 
     def _make_base(self) -> Router:
-        router = make_router({"name": self.base, "params": {}})
-        names = router._get_param_names()
-        given = {"encoder": self.encoder, "text": self.text, "random_state": self.random_state}
-        router.set_params(**{k: v for k, v in given.items() if k in names})
-        return router
+        return configured_router(self.base, self.encoder, self.text, self.random_state)
 
     def _fit(self, train: OutcomeTable) -> None:
-        ids = np.asarray(train.sample_ids)
-        k = int(self.folds)
-        if len(ids) < 2 * k:
-            raise ConfigError(f"stacked: {len(ids)} train samples are too few for {k} folds (need {2 * k})")
-        fold = np.random.default_rng(int(self.random_state)).permutation(len(ids)) % k
-        oof = np.zeros(train.quality.shape)
-        for f in range(k):
-            inner = train.select(sample_ids=ids[fold != f])
-            held = train.select(sample_ids=ids[fold == f])
-            base = self._make_base().fit(inner)
-            rows = pd.Index(ids).get_indexer(held.sample_ids)  # the held table's own sample order
-            oof[rows] = base.predict_quality(Queries.from_table(held))
+        oof = out_of_fold_quality(train, self._make_base, self.folds, self.random_state, "stacked")
         self.categories_ = category_vocabulary(train)
         x = self._features(oof, [str(c) for c in train.categories])
         hidden = self._features(oof, None)
@@ -123,3 +110,35 @@ class StackedRouter(Router):
         p = self.base_.predict_quality(queries)
         x = self._features(p, queries.categories)
         return sigmoid(x @ self.coef_.T + self.intercept_)
+
+
+def configured_router(name: str, encoder: str, text: str, random_state: int) -> Router:
+    """A fresh router ``name`` with the ``encoder``, ``text`` and ``random_state`` it takes (others ignored)."""
+    router = make_router({"name": name, "params": {}})
+    names = router._get_param_names()
+    given = {"encoder": encoder, "text": text, "random_state": random_state}
+    router.set_params(**{k: v for k, v in given.items() if k in names})
+    return router
+
+
+def out_of_fold_quality(
+    train: OutcomeTable, make: Callable[[], Router], folds: int, random_state: int, who: str
+) -> np.ndarray:
+    """Each train sample's predicted quality per model from a router (``make()``) fitted on the other folds.
+
+    Raises:
+        ConfigError: when ``train`` has fewer than two samples per fold (``who`` names the router).
+    """
+    ids = np.asarray(train.sample_ids)
+    k = int(folds)
+    if len(ids) < 2 * k:
+        raise ConfigError(f"{who}: {len(ids)} train samples are too few for {k} folds (need {2 * k})")
+    fold = np.random.default_rng(int(random_state)).permutation(len(ids)) % k
+    oof = np.zeros(train.quality.shape)
+    for f in range(k):
+        inner = train.select(sample_ids=ids[fold != f])
+        held = train.select(sample_ids=ids[fold == f])
+        base = make().fit(inner)
+        rows = pd.Index(ids).get_indexer(held.sample_ids)  # the held table's own sample order
+        oof[rows] = base.predict_quality(Queries.from_table(held))
+    return oof
