@@ -27,12 +27,15 @@ per request than dense traffic.
         [--encoder minilm-static] [--upstream-latency-ms 500,100,0] [--workers 1]
         [--fault-rate 0,0.5 --hang-s 2 --attempt-timeout-s 0.5]
 
-With ``--fault-rate``, the proxied side's upstream is a second replay server injecting every fault kind at that
-rate (hangs and slow bodies last ``--hang-s``, longer than the per-attempt ``timeout_s``, set to
-``--attempt-timeout-s``, so that they are failed attempts), while the direct side stays on the clean one.
-Routing parity is then checked on every proxied answer, and the added p50 is reported twice: over all proxied
-answers, and over those answered at the first attempt (``x-routelab-attempts: 1``), which is what validating
-upstream answers costs a request that needed no retry.
+With ``--fault-rate``, the proxied side's upstream injects every fault kind at that rate (hangs and slow bodies last
+``--hang-s``, longer than the per-attempt ``timeout_s``, set to ``--attempt-timeout-s``, so that they are failed
+attempts), while the direct side gets clean answers from the same replay process (faults only under its
+``/faulty/v1`` path), and every round sends both sides at once (each with ``--concurrency`` in flight, default 16,
+so 32 on the machine), for every rate listed, 0 included: retries and slow bodies load the upstream and slow every
+answer it gives, so with separate upstreams or separate rounds the direct side would not see that load and the
+difference would count the upstream's slowdown as the proxy's. Routing parity is then checked on every proxied
+answer, and the added p50 is reported twice: over all proxied answers, and over those answered at the first attempt
+(``x-routelab-attempts: 1``), which is what validating upstream answers costs a request that needed no retry.
 """
 
 from __future__ import annotations
@@ -84,9 +87,16 @@ REPLAY = textwrap.dedent("""
     from evals.serving import build_replay_app
     from evals.serving.answers import FAULT_KINDS
     fault_rate = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
-    extra = dict(fault_rate=fault_rate, faults=FAULT_KINDS, hang_s=float(sys.argv[5]), retry_after_s=0.1, seed=1) \\
-        if fault_rate > 0 else {}
-    app = build_replay_app(OutcomeTable.read_parquet(sys.argv[1]), latency_ms=float(sys.argv[3]), **extra)
+    table = OutcomeTable.read_parquet(sys.argv[1])
+    app = clean = build_replay_app(table, latency_ms=float(sys.argv[3]))
+    if fault_rate > 0:  # faults under /faulty/v1 only: clean and faulty answers share this process and its load
+        faulty = build_replay_app(table, latency_ms=float(sys.argv[3]), fault_rate=fault_rate, faults=FAULT_KINDS,
+                                  hang_s=float(sys.argv[5]), retry_after_s=0.1, seed=1)
+
+        async def app(scope, receive, send):
+            if scope["type"] == "http" and scope["path"].startswith("/faulty/"):
+                return await faulty(dict(scope, path=scope["path"][len("/faulty"):]), receive, send)
+            return await clean(scope, receive, send)
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False,
                 lifespan="off", backlog=4096)
 """)
@@ -174,29 +184,26 @@ def measure(
     args: argparse.Namespace,
     fault_rate: float = 0.0,
 ) -> dict[str, float]:
-    """Start the replay upstream (with ``latency_ms``) and the proxy; alternate direct and proxied rounds."""
+    """Start the replay upstream (with ``latency_ms``) and the proxy; alternate direct and proxied rounds.
+
+    With ``args.mixed`` (any ``--fault-rate`` above 0), each round sends the direct and the proxied requests at
+    the same time instead, and one replay process serves both: clean answers under ``/v1`` (the direct side) and,
+    with ``fault_rate``, faulty ones under ``/faulty/v1`` (the proxy's upstreams). Both sides then see the same
+    upstream load (retries and slow bodies load the upstream too, and slow every answer it gives), so the
+    difference between them is what the proxy adds.
+    """
     up_port, px_port = free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     replay = subprocess.Popen(
-        [sys.executable, "-c", REPLAY, str(tmp_path / "replay.parquet"), str(up_port), str(latency_ms)],
+        [sys.executable, "-c", REPLAY, str(tmp_path / "replay.parquet"), str(up_port), str(latency_ms),
+         str(fault_rate), str(args.hang_s)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-    )
-    # With --fault-rate the proxy's upstream is a second replay server that injects faults; the direct side
-    # stays on the clean one, so "direct" is what a request costs when nothing goes wrong.
-    faulty, proxy_up_port = None, up_port
-    if fault_rate > 0:
-        proxy_up_port = free_port()
-        faulty = subprocess.Popen(
-            [sys.executable, "-c", REPLAY, str(tmp_path / "replay.parquet"), str(proxy_up_port), str(latency_ms),
-             str(fault_rate), str(args.hang_s)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+    )  # fmt: skip
+    proxy_up = f"http://127.0.0.1:{up_port}/faulty/v1" if fault_rate > 0 else f"http://127.0.0.1:{up_port}/v1"
     ups = (folder / "upstreams.toml").read_text()
-    ups = re.sub(r'base_url = "[^"]*"', f'base_url = "http://127.0.0.1:{proxy_up_port}/v1"', ups)
+    ups = re.sub(r'base_url = "[^"]*"', f'base_url = "{proxy_up}"', ups)
     if fault_rate > 0:
         # A per-attempt timeout below the replay server's hangs, so that its "timeout" and "slow_body" faults are
         # failed attempts (retried) rather than slow successes that would count as answered at the first attempt.
@@ -215,8 +222,6 @@ def measure(
     direct_bodies, proxy_bodies = bodies
     try:
         wait_up(f"http://127.0.0.1:{up_port}/v1/models", replay)
-        if faulty is not None:
-            wait_up(f"http://127.0.0.1:{proxy_up_port}/v1/models", faulty)
         wait_up(f"http://127.0.0.1:{px_port}/healthz", proxy)
         d_url, p_url = f"http://127.0.0.1:{up_port}/v1", f"http://127.0.0.1:{px_port}/v1"
         auth = {"authorization": "Bearer bench-key"}
@@ -231,6 +236,28 @@ def measure(
         t_direct = t_proxy = cpu_px = cpu_up_direct = 0.0
         for k in range(args.rounds):
             sl = slice(k * per, (k + 1) * per)
+            got: list[str | None] = [None] * len(proxy_bodies[sl])
+            att: list = [None] * len(proxy_bodies[sl])
+            if args.mixed:  # both sides at once, each with --concurrency in flight
+
+                async def both(sl: slice = sl, got: list = got, att: list = att) -> list:
+                    return await asyncio.gather(
+                        load(d_url, direct_bodies[sl], args.concurrency, {}, ramp),
+                        load(p_url, proxy_bodies[sl], args.concurrency, auth, ramp, choices=got, attempts=att),
+                    )
+
+                c_up, c_px, t0 = cpu_seconds(replay.pid), cpu_seconds(proxy.pid), time.perf_counter()
+                (d_lat, d_e), (lat, e) = asyncio.run(both())
+                elapsed = time.perf_counter() - t0
+                t_direct, t_proxy = t_direct + elapsed, t_proxy + elapsed
+                cpu_up_direct += (cpu_seconds(replay.pid) - c_up) / 2  # the upstream served both sides
+                cpu_px += cpu_seconds(proxy.pid) - c_px
+                direct += d_lat
+                errs += d_e
+                seen[sl], tries[sl] = got, att
+                proxied += lat
+                errs += e
+                continue
             c_up, t0 = cpu_seconds(replay.pid), time.perf_counter()
             lat, e = asyncio.run(load(d_url, direct_bodies[sl], args.concurrency, {}, ramp))
             t_direct += time.perf_counter() - t0
@@ -238,8 +265,6 @@ def measure(
             direct += lat
             errs += e
             c_px, t0 = cpu_seconds(proxy.pid), time.perf_counter()
-            got: list[str | None] = [None] * len(proxy_bodies[sl])
-            att: list = [None] * len(proxy_bodies[sl])
             lat, e = asyncio.run(load(p_url, proxy_bodies[sl], args.concurrency, auth, ramp, choices=got, attempts=att))
             seen[sl] = got
             tries[sl] = att
@@ -252,9 +277,7 @@ def measure(
         raise RuntimeError(f"{exc}; the proxy's log: {proxy_log.name}") from None
     finally:
         proxy_log.close()
-        for proc in (proxy, replay, faulty):
-            if proc is None:
-                continue
+        for proc in (proxy, replay):
             proc.terminate()
             try:
                 proc.wait(timeout=10)
@@ -289,7 +312,9 @@ def measure(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000, help="requests per side (direct / proxied)")
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, default=None,
+                    help="requests in flight per side (default 32; 16 with --fault-rate, whose rounds send both sides "
+                         "at once, so that the machine carries 32 in flight either way)")
     ap.add_argument("--rounds", type=int, default=4, help="alternating direct/proxied rounds")
     ap.add_argument("--router", default="classifier")
     ap.add_argument("--workers", type=int, default=1, help="proxy worker processes (routelab serve --workers)")
@@ -319,6 +344,9 @@ def main() -> None:
     args = ap.parse_args()
     latencies = [float(x) for x in args.upstream_latency_ms.split(",") if x.strip()]
     fault_rates = [float(x) for x in args.fault_rate.split(",") if x.strip()]
+    args.mixed = any(rate > 0 for rate in fault_rates)
+    if args.concurrency is None:
+        args.concurrency = 16 if args.mixed else 32
 
     from evals import sources
     from routers import Queries, make_router
@@ -368,7 +396,8 @@ def main() -> None:
     print(
         f"bench_proxy: router={args.router} ({params or 'no encoder'}) lam={lam:.4g}, "
         f"{len(prompts)} MMLU-Pro test prompts (~{np.mean([len(p) for p in prompts]):.0f} chars), "
-        f"concurrency {args.concurrency}, {args.requests} requests per side in {args.rounds} alternating rounds, "
+        f"concurrency {args.concurrency}, {args.requests} requests per side in {args.rounds} "
+        f"{'mixed (both sides at once, one upstream process)' if args.mixed else 'alternating'} rounds, "
         f"proxy workers {args.workers}, cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}"
     )
     for (latency, rate), r in results.items():
@@ -377,7 +406,8 @@ def main() -> None:
         want = dict(zip(prompts, choice, strict=True))
         answered = [(want[p], got) for p, got in zip(expected, r["choices"], strict=True) if got is not None]
         agree = sum(w == g for w, g in answered)
-        faults = f", upstream fault rate {rate:g} for the proxied side" if rate else ""
+        faults = f", upstream fault rate {rate:g} for the proxied side" if rate else (
+            ", no faults (the baseline of the runs with faults)" if args.mixed else "")
         print(f"  upstream latency {latency:g} ms{faults} (errors {r['errors']}):")
         if rate > 0:
             first = [sec for a in r["attempts"] if a is not None for n, sec in [a] if n == 1]

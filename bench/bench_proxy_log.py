@@ -4,8 +4,10 @@ Setup (loopback; each server its own process, as in ``bench/bench_proxy.py``, wh
 replay upstream (recorded MMLU-Pro answers, ``--upstream-latency-ms`` added per answer, default 100) and two
 ``routelab serve`` proxies of the same export in front of it, started together and measured in the same bench
 process: **plain** (no optional section) and **logged** (``[log]`` with its defaults, so exploration at its
-default epsilon too). Rounds alternate plain, logged, plain, logged, ... over the same prompts, so both see the
-same machine load. Printed:
+default epsilon too). Each round sends the same prompts to both at once (``--concurrency`` in flight to each,
+default 16: 32 in flight on the machine), so both see the same machine load at the same moments (``--alternate``:
+one proxy per round, 32 in flight, alternating, as earlier versions did; on a shared 2-core machine the load then
+differs between rounds by more than the effect, and 32 in flight to each proxy at once saturates it). Printed:
 
 * p50 / p99 of each, and the **added p50 = logged p50 - plain p50** (target < 0.3 ms), with the spread of the
   per-round p50 differences (how much of the difference is noise on this machine);
@@ -14,8 +16,8 @@ same machine load. Printed:
   request (the writer thread's serialisation and writes are there);
 * the log's own counters after the run: lines written, dropped, segments.
 
-    python bench/bench_proxy_log.py [--requests 2000] [--rounds 8] [--concurrency 32] [--upstream-latency-ms 100]
-        [--router classifier] [--encoder minilm-static]
+    python bench/bench_proxy_log.py [--requests 2000] [--rounds 8] [--concurrency 16] [--upstream-latency-ms 100]
+        [--router classifier] [--encoder minilm-static] [--alternate]
 """
 
 from __future__ import annotations
@@ -91,6 +93,20 @@ def measure(folder: Path, tmp: Path, bodies: list[dict], args: argparse.Namespac
         ramp = args.upstream_latency_ms / 1000.0
         for k in range(args.rounds):
             chunk = bodies[k * per : (k + 1) * per]
+            if not args.alternate:  # both proxies at once, each with --concurrency in flight: the same load
+                c0 = {name: cpu_seconds(pids[name]) for name in urls}
+
+                async def both(chunk: list[dict] = chunk) -> list:
+                    return await asyncio.gather(*(load(f"{urls[n]}/v1", chunk, args.concurrency, auth, ramp)
+                                                  for n in urls))
+
+                for name, (got, errors) in zip(urls, asyncio.run(both()), strict=True):
+                    cpu[name] += cpu_seconds(pids[name]) - c0[name]
+                    if errors:
+                        raise RuntimeError(f"{name}: {errors} requests failed")
+                    lat[name] += got
+                    round_p50[name].append(pct(got, 50))
+                continue
             order = ("plain", "logged") if k % 2 == 0 else ("logged", "plain")  # neither always goes first
             for name in order:
                 c0 = cpu_seconds(pids[name])
@@ -129,8 +145,6 @@ def in_process_costs(folder: Path, prompts: list[str]) -> dict[str, float]:
     noisy than latencies on a shared machine; each prompt decided once before it is timed): the plain routing call
     vs the logged request path (every model's predictions, the exploration step, the finisher's queue put), and
     the writer thread's work per record (building and validating the record, its JSON line)."""
-    import queue as queue_mod
-
     from routers.export import load_exported
     from routers.export.proxy.context import Prediction, RequestContext
     from routers.export.proxy.decision_log import DecisionLog, decision_json, record_of
@@ -168,11 +182,7 @@ def in_process_costs(folder: Path, prompts: list[str]) -> dict[str, float]:
         plain.append(t1 - t0)
         logged.append(t2 - t1)
         records.append(t3 - t2)
-    try:
-        while True:
-            writer._queue.get_nowait()
-    except queue_mod.Empty:
-        pass
+    writer._queue.clear()
     med = lambda x: 1e6 * float(np.median(x[len(x) // 10 :]))  # noqa: E731 - skip the warm-up tenth
     return {"plain_us": med(plain), "logged_us": med(logged), "record_us": med(records),
             "models": len(exported.models)}
@@ -181,13 +191,19 @@ def in_process_costs(folder: Path, prompts: list[str]) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=2000, help="requests per proxy")
-    ap.add_argument("--rounds", type=int, default=8, help="alternating plain/logged rounds")
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--rounds", type=int, default=8, help="rounds (each: both proxies at once, or one then the other)")
+    ap.add_argument("--alternate", action="store_true",
+                    help="one proxy at a time, alternating (default: both at once, so both see the same load)")
+    ap.add_argument("--concurrency", type=int, default=None,
+                    help="requests in flight to each proxy (default 16 when both run at once, so that the machine "
+                         "carries 32 in flight as with --alternate, whose default is 32)")
     ap.add_argument("--upstream-latency-ms", type=float, default=100.0)
     ap.add_argument("--router", default="classifier")
     ap.add_argument("--encoder", default="minilm-static")
     ap.add_argument("--samples", type=int, default=3000, help="MMLU-Pro samples used (train half / test half)")
     args = ap.parse_args()
+    if args.concurrency is None:
+        args.concurrency = 32 if args.alternate else 16
 
     from evals import sources
     from routers import make_router
@@ -216,8 +232,8 @@ def main() -> None:
     print(
         f"bench_proxy_log: router={args.router} ({params or 'no encoder'}) lam={lam:.4g}, upstream latency "
         f"{args.upstream_latency_ms:g} ms, concurrency {args.concurrency}, {args.requests} requests per proxy in "
-        f"{args.rounds} alternating rounds, cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
-        f"{time.perf_counter() - t0:.0f} s"
+        f"{args.rounds} {'alternating' if args.alternate else 'simultaneous'} rounds, cores {os.cpu_count()}, "
+        f"load average {os.getloadavg()[0]:.1f}, {time.perf_counter() - t0:.0f} s"
     )
     for name, label in (("plain", "without [log]"), ("logged", "with [log]   ")):
         s = r[name]

@@ -10,7 +10,8 @@ Load: bench_proxy's aiohttp generator (one asyncio process). Each server is its 
    run) and (b) nginx over the two replicas. Printed: requests/s of each, the ratio, and each process's CPU
    per request (from /proc), from which the ratio on a machine with more cores can be read.
 2. **What the Redis round trips add** at ``--latency-ms`` (default 100) upstream latency and
-   ``--latency-concurrency`` (default 32) in flight: alternating rounds through nginx over two replicas *with*
+   ``--latency-concurrency`` in flight to each side: rounds sent at once (default 16 to each, 32 on the machine;
+   ``--alternate``: one side per round, 32 in flight) through nginx over two replicas *with*
    ``[state] url`` and over two replicas *without* it (in-process state); p50/p99 of both, the added p50
    (target: under 0.5 ms), and the replicas' mean Redis call time (``routelab_state_roundtrip_seconds``: from
    the call until the replica's event loop resumes the request). Both sides have a ``[budget]`` that is never
@@ -26,7 +27,7 @@ shares the cores per process, so two replicas get a larger share of the machine 
 
     python bench/bench_replicas.py [--parts 1,2] [--requests 3000] [--rounds 4] [--concurrency 128]
         [--router classifier] [--encoder minilm-static] [--saturation-latency-ms 10] [--latency-ms 100]
-        [--latency-concurrency 32] [--no-budget] [--samples 3000]
+        [--latency-concurrency 16] [--alternate] [--no-budget] [--samples 3000]
 """
 
 from __future__ import annotations
@@ -179,6 +180,32 @@ def alternate(targets: dict[str, tuple[str, list[subprocess.Popen]]], bodies: li
     return out
 
 
+def together(targets: dict[str, tuple[str, list[subprocess.Popen]]], bodies: list[dict], rounds: int,
+             concurrency: int, ramp_s: float) -> dict[str, dict]:  # fmt: skip
+    """Rounds of ``bodies`` sent to every target at once (``concurrency`` in flight to each), so that all of them
+    see the same machine load at the same moments; what :func:`alternate` returns, plus each round's p50."""
+    out = {k: {"lat": [], "errors": 0, "wall": 0.0, "cpu": {}, "round_p50": []} for k in targets}
+    per = max(1, len(bodies) // rounds)
+    for r in range(rounds):
+        chunk = bodies[r * per : (r + 1) * per]
+        cpu0 = {p.pid: cpu_seconds(p.pid) for _, watched in targets.values() for p in watched}
+
+        async def all_at_once(chunk: list[dict] = chunk) -> list:
+            return await asyncio.gather(*(load(url, chunk, concurrency, AUTH, ramp_s) for url, _ in targets.values()))
+
+        t0 = time.perf_counter()
+        results = asyncio.run(all_at_once())
+        wall = time.perf_counter() - t0
+        for (key, (_, watched)), (lat, errors) in zip(targets.items(), results, strict=True):
+            out[key]["wall"] += wall
+            out[key]["lat"] += lat
+            out[key]["errors"] += errors
+            out[key]["round_p50"].append(pct(lat, 50))
+            for p in watched:
+                out[key]["cpu"][p.pid] = out[key]["cpu"].get(p.pid, 0.0) + cpu_seconds(p.pid) - cpu0[p.pid]
+    return out
+
+
 def throughput_part(args: argparse.Namespace, bins, folder: Path, tmp: Path, bodies: list[dict]) -> None:
     """Part 1: one proxy (directly) vs nginx over two replicas sharing state, at saturation."""
     with phase(tmp) as procs:
@@ -225,26 +252,39 @@ def redis_part(args: argparse.Namespace, bins, folder: Path, tmp: Path, bodies: 
             "without (in-process)": (f"http://127.0.0.1:{lb_local}/v1", local),
         }
         ramp = args.latency_ms / 1000
-        alternate(targets, bodies[:200], 1, args.latency_concurrency, ramp)
+        run = alternate if args.alternate else together
+        run(targets, bodies[:200], 1, args.latency_concurrency, ramp)
         names = ("routelab_state_roundtrip_seconds", "routelab_added_latency_seconds")
         sides = {"shared": shared_ports, "local": local_ports}
         keys = [(side, name, f) for side in sides for name in names for f in ("sum", "count")]
         before = {key: metrics_sum(sides[key[0]], f"{key[1]}_{key[2]}") for key in keys}
-        lat = alternate(targets, bodies, args.rounds, args.latency_concurrency, ramp)
+        lat = run(targets, bodies, args.rounds, args.latency_concurrency, ramp)
         delta = {key: metrics_sum(sides[key[0]], f"{key[1]}_{key[2]}") - v for key, v in before.items()}
         degraded = metrics_sum(shared_ports, "routelab_state_degraded")
 
     def mean_ms(side: str, name: str) -> float:
         return 1000 * delta[(side, name, "sum")] / max(delta[(side, name, "count")], 1)
 
-    print(f"  2. Redis round trips at upstream latency {args.latency_ms:g} ms ({args.latency_concurrency} in flight, "
-          f"both through nginx, {'with' if args.budget else 'without'} a [budget] that is never reached; "
-          f"load average now {os.getloadavg()[0]:.1f}):")  # fmt: skip
+    how = "alternating rounds" if args.alternate else "both at once"
+    print(f"  2. Redis round trips at upstream latency {args.latency_ms:g} ms ({args.latency_concurrency} in flight "
+          f"to each, {how}, both through nginx, {'with' if args.budget else 'without'} a [budget] that is never "
+          f"reached; load average now {os.getloadavg()[0]:.1f}):")  # fmt: skip
     for key, r in lat.items():
         print(f"    {key:25s}: p50 {pct(r['lat'], 50):8.2f} ms  p99 {pct(r['lat'], 99):8.2f} ms  errors {r['errors']}")
     with_state, without = (lat[k]["lat"] for k in targets)
     added = pct(with_state, 50) - pct(without, 50)
-    print(f"    added p50: {added:+.2f} ms (target < 0.5 ms: {'MET' if added < 0.5 else 'NOT MET'})")
+    if args.alternate:
+        print(f"    added p50: {added:+.2f} ms (target < 0.5 ms: {'MET' if added < 0.5 else 'NOT MET'})")
+    else:
+        # Two standard errors of the per-round p50 differences: the resolution of this run. A verdict only when it
+        # can tell 0.5 ms apart.
+        diffs = np.subtract(*(lat[k]["round_p50"] for k in targets))
+        half = 2 * float(np.std(diffs, ddof=1)) / len(diffs) ** 0.5 if len(diffs) > 1 else float("inf")
+        verdict = (f"NOT RESOLVED: this run resolves +-{half:.2f} ms" if half >= 0.5
+                   else "MET" if added + half < 0.5 else "NOT MET")
+        print(f"    added p50: {added:+.2f} ms +-{half:.2f} ms (2 standard errors of the per-round differences; "
+              f"target < 0.5 ms: {verdict}); per-round differences median {np.median(diffs):+.2f} ms, range "
+              f"[{diffs.min():+.2f}, {diffs.max():+.2f}] ms")
     shared_ms, local_ms = (mean_ms(side, "routelab_added_latency_seconds") for side in ("shared", "local"))
     print(f"    replicas' server-side time per request (routelab_added_latency_seconds, upstream waits excluded): "
           f"with {shared_ms:.3f} ms, without {local_ms:.3f} ms, difference {shared_ms - local_ms:+.3f} ms")
@@ -259,18 +299,24 @@ def redis_part(args: argparse.Namespace, bins, folder: Path, tmp: Path, bodies: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=3000, help="requests per target in each part")
-    ap.add_argument("--rounds", type=int, default=4, help="alternating rounds per part")
+    ap.add_argument("--rounds", type=int, default=4, help="rounds per part")
+    ap.add_argument("--alternate", action="store_true",
+                    help="part 2: one side per round, alternating (default: both sides at once, the same load)")
     ap.add_argument("--concurrency", type=int, default=128, help="in flight during the throughput part")
     ap.add_argument("--router", default="classifier")
     ap.add_argument("--encoder", default="minilm-static")
     ap.add_argument("--saturation-latency-ms", type=float, default=10.0)
     ap.add_argument("--latency-ms", type=float, default=100.0, help="upstream latency of the Redis part")
-    ap.add_argument("--latency-concurrency", type=int, default=32, help="in flight during the Redis part")
+    ap.add_argument("--latency-concurrency", type=int, default=None,
+                    help="in flight to each side during the Redis part (default 16 when both sides run at once, so "
+                         "that the machine carries 32; 32 with --alternate)")
     ap.add_argument("--samples", type=int, default=3000, help="MMLU-Pro samples used (train half / test half)")
     ap.add_argument("--parts", default="1,2", help="which parts to run (1 throughput, 2 Redis)")
     ap.add_argument("--no-budget", dest="budget", action="store_false",
                     help="part 2 without a [budget] (then no Redis call waits on the request path)")
     args = ap.parse_args()
+    if args.latency_concurrency is None:
+        args.latency_concurrency = 32 if args.alternate else 16
     bins = find_binaries()
 
     from evals import sources

@@ -82,6 +82,9 @@ st.dataframe(services.production_slice_frame(report.by_time, f"{report.bucket} (
 if report.offpolicy:
     st.subheader("Off-policy estimates (router arm)")
     st.dataframe(services.production_offpolicy_frame(report), hide_index=True, key="prod_offpolicy")
+if report.telemetry:
+    st.subheader("Upstream telemetry (moving averages the proxy logged)")
+    st.dataframe(services.production_telemetry_frame(report), hide_index=True, key="prod_telemetry")
 for note in report.notes:
     st.info(note)
 with st.expander("Full report (Markdown)"):

@@ -53,6 +53,7 @@ from app.services.production import offpolicy_frame as production_offpolicy_fram
 from app.services.production import production_report
 from app.services.production import saving_figure as production_saving_figure
 from app.services.production import slice_frame as production_slice_frame
+from app.services.production import telemetry_frame as production_telemetry_frame
 from app.services.runs import (
     list_evaluations,
     list_experiments,
@@ -171,6 +172,7 @@ __all__ = [
     "production_default_paths",
     "production_drift_frame",
     "production_offpolicy_frame",
+    "production_telemetry_frame",
     "production_report",
     "production_saving_figure",
     "production_slice_frame",

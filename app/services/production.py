@@ -101,6 +101,21 @@ def drift_frame(report: Any) -> pd.DataFrame:
     } for f in report.drift])
 
 
+def telemetry_frame(report: Any) -> pd.DataFrame:
+    """One row per upstream with logged telemetry: snapshots, last and worst moving latency and error rate."""
+    def ms(x: Any) -> str:
+        return "—" if x is None else f"{1000 * x:,.0f} ms"
+
+    def share(x: Any) -> str:
+        return "—" if x is None else f"{100 * x:.1f}%"
+
+    return pd.DataFrame([{
+        "upstream": name, "snapshots": t["snapshots"], "attempts": t["attempts"],
+        "last latency": ms(t["latency_s"]), "last error rate": share(t["error_rate"]),
+        "worst latency": ms(t["worst_latency_s"]), "worst error rate": share(t["worst_error_rate"]),
+    } for name, t in report.telemetry.items()])
+
+
 def offpolicy_frame(report: Any) -> pd.DataFrame:
     """One row per (target policy, metric): the logged policy's value and the IPS, SNIPS and DR estimates."""
     rows = []

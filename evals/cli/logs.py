@@ -5,8 +5,9 @@
 - ``report``: promised vs delivered: the export's measured saving and quality beside the live ones (A/B against
   the control arm, win/tie/loss against the reference), per category and over time, off-policy estimates of
   other operating points or exports, drift flags; Markdown + JSON, logged to MLflow.
-- ``to-outcomes``: graded shadow pairs as an OutcomeTable (provenance ``production``) for ``routelab eval``,
-  the app and ``routelab export``.
+- ``to-outcomes``: graded shadow pairs, or client feedback naming its request (``POST /v1/feedback`` with
+  ``request_id``, on a log that stored texts), as an OutcomeTable (provenance ``production``) for ``routelab eval``,
+  the app and ``routelab export``; one grader's scores per table (``--grader feedback`` for the feedback).
 """
 
 from __future__ import annotations
@@ -63,12 +64,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     r.set_defaults(func=run_report)
 
-    o = sub.add_parser("to-outcomes", help="graded shadow pairs -> an OutcomeTable (provenance production)")
+    o = sub.add_parser("to-outcomes", help="graded shadow pairs or feedback -> an OutcomeTable (provenance "
+                                           "production)")
     o.add_argument("log_dir", metavar="LOGDIR")
     o.add_argument("-o", "--output", required=True, metavar="FILE", help="the Parquet file to write")
-    o.add_argument("--grader", metavar="LABEL", help="grades of this grader (default: the most common)")
+    o.add_argument("--grader", metavar="LABEL",
+                   help="scores of this grader: exact, judge:<model>, or feedback (client feedback joined to its "
+                        "request); one grader per table (default: the label with the most scores)")
     o.add_argument("--models", metavar="A,B", help="models to keep (default: the reference and the most-graded "
-                                                   "answered model)")
+                                                   "answered model; for feedback, the most-scored model and the "
+                                                   "one sharing the most prompts with it)")
     o.set_defaults(func=run_to_outcomes)
 
 
@@ -133,12 +138,13 @@ def run_report(args: argparse.Namespace) -> int:
 def run_to_outcomes(args: argparse.Namespace) -> int:
     """Handler of ``routelab logs to-outcomes``."""
     from evals.production.log_reader import read_log
-    from evals.production.to_outcomes import to_outcomes
+    from evals.production.to_outcomes import FEEDBACK_GRADER, to_outcomes
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     built = to_outcomes(read_log(args.log_dir), grader=args.grader, models=models, origin=str(args.log_dir))
     path = built.table.to_parquet(args.output)
     print(built.summary())
-    print(f"answered models' graded pairs: {built.pairs_per_model}")
+    what = "feedback" if built.grader == FEEDBACK_GRADER else "graded pairs"
+    print(f"answered models' {what}: {built.pairs_per_model}")
     print(f"wrote {path} (use it as a source: [dataset] source = \"{path}\")")
     return 0

@@ -2,11 +2,13 @@
 
 The writer (the proxy, ``routelab serve``) appends one :class:`~evals.production.records.DecisionRecord` per line
 to the current segment and starts a new one by size and time; shadow pairs and online grades
-(:class:`~evals.production.records.ShadowPair`, :class:`~evals.production.records.GradeRecord`) go in the same
-segments, each line saying its ``kind``. Segments are named by :func:`segment_name`
-(``decisions-<UTC start>-<sequence>.jsonl``, optionally gzipped once closed), so sorting the names gives the
-order they were written in. ``routelab logs grade`` adds its grades as whole ``grades-<UTC start>-<sequence>.jsonl``
-segments (:func:`write_segment`), so it never appends to a file the proxy is writing.
+(:class:`~evals.production.records.ShadowPair`, :class:`~evals.production.records.GradeRecord`), upstream
+telemetry snapshots (:class:`~evals.production.records.TelemetryRecord`) and client feedback
+(:class:`~evals.production.records.FeedbackRecord`) go in the same segments, each line saying its ``kind``.
+Segments are named by :func:`segment_name` (``decisions-<UTC start>-<sequence>.jsonl``, optionally gzipped once
+closed), so sorting the names gives the order they were written in. ``routelab logs grade`` adds its grades as
+whole ``grades-<UTC start>-<sequence>.jsonl`` segments (:func:`write_segment`), so it never appends to a file the
+proxy is writing.
 
 Reading never fails on the log's content: a process killed mid-write leaves a last line without its newline, which
 is skipped and counted as ``truncated``; a line that is not JSON, or JSON that is not a valid record, is skipped
@@ -34,10 +36,12 @@ from evals.exceptions import DataNotFoundError
 from evals.production.records import (
     SCHEMA_VERSION,
     DecisionRecord,
+    FeedbackRecord,
     GradeRecord,
     LogRecord,
     RecordError,
     ShadowPair,
+    TelemetryRecord,
     record_from_dict,
 )
 
@@ -94,9 +98,14 @@ class LogReadResult:
     """Valid shadow pairs, in write order."""
     grades: list[GradeRecord] = field(default_factory=list)
     """Valid grade records, in write order."""
+    telemetry: list[TelemetryRecord] = field(default_factory=list)
+    """Valid upstream telemetry snapshots, in write order."""
+    feedback: list[FeedbackRecord] = field(default_factory=list)
+    """Valid feedback records, in write order."""
     errors: Counter[str] = field(default_factory=Counter)
     """Skipped lines per kind: ``truncated``, ``bad_json``, ``unknown_schema``, ``unknown_kind``,
-    ``bad_record:<field>`` (a decision), ``bad_shadow:<field>``, ``bad_grade:<field>``, ``unreadable_segment``."""
+    ``bad_record:<field>`` (a decision), ``bad_shadow:<field>``, ``bad_grade:<field>``, ``bad_telemetry:<field>``,
+    ``bad_feedback:<field>``, ``unreadable_segment``."""
     examples: list[str] = field(default_factory=list)
     """Up to :data:`MAX_EXAMPLES` skipped lines as ``file:line: message``."""
     segments: int = 0
@@ -110,10 +119,15 @@ class LogReadResult:
         return sum(self.errors.values())
 
     def summary(self) -> str:
-        """One line: ``12,345 records from 3 segment(s), 40 shadow pairs, 40 grades; skipped 2 (truncated 1, ...)``."""
+        """One line: ``12,345 records from 3 segment(s), 40 shadow pairs, 40 grades; skipped 2 (truncated 1, ...)``
+        (telemetry snapshots and feedback are named when there are any)."""
         head = f"{len(self.records):,} records from {self.segments} segment(s)"
         if self.shadow_pairs or self.grades:
             head += f", {len(self.shadow_pairs):,} shadow pairs, {len(self.grades):,} grades"
+        if self.telemetry:
+            head += f", {len(self.telemetry):,} telemetry snapshots"
+        if self.feedback:
+            head += f", {len(self.feedback):,} feedback"
         if not self.errors:
             return head + "; nothing skipped"
         kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(self.errors.items()))
@@ -181,14 +195,16 @@ def _parse_line(where: str, raw: bytes, result: LogReadResult) -> None:
     try:
         record = record_from_dict(data)
     except RecordError as exc:
-        prefix = {"shadow": "bad_shadow", "grade": "bad_grade"}.get(exc.kind, "bad_record")
+        prefix = {"shadow": "bad_shadow", "grade": "bad_grade", "telemetry": "bad_telemetry",
+                  "feedback": "bad_feedback"}.get(exc.kind, "bad_record")
         result._skip(f"{prefix}:{exc.field}", where, str(exc))
         return
     getattr(result, _LISTS[record.kind]).append(record)
 
 
 #: Record kind -> the LogReadResult list it goes to.
-_LISTS = {"decision": "records", "shadow": "shadow_pairs", "grade": "grades"}
+_LISTS = {"decision": "records", "shadow": "shadow_pairs", "grade": "grades", "telemetry": "telemetry",
+          "feedback": "feedback"}
 
 
 def write_segment(log_dir: str | os.PathLike[str], records: list[LogRecord], prefix: str = "grades",

@@ -26,8 +26,12 @@ decision, as every line was before they existed):
 - :class:`GradeRecord` (``kind = "grade"``): a verdict on one shadow pair, the answer against the reference
   (``win``/``tie``/``loss``), from a judge or exact match, written online by the proxy or offline by
   ``routelab logs grade``.
+- :class:`TelemetryRecord` (``kind = "telemetry"``): one upstream's live latency and error-rate estimates (the
+  proxy's moving averages, issue 15 item 7) at a moment, written periodically and at shutdown.
+- :class:`FeedbackRecord` (``kind = "feedback"``): one score a client posted to ``/v1/feedback``, with the
+  ``x-routelab-request-id`` of the answer it scores when the client sent it.
 
-:func:`record_from_dict` / :func:`record_from_json` read any of the three.
+:func:`record_from_dict` / :func:`record_from_json` read any of them.
 """
 
 from __future__ import annotations
@@ -47,18 +51,22 @@ __all__ = [
     "Candidate",
     "DEFAULT_TEXT_CAP",
     "DecisionRecord",
+    "FeedbackRecord",
     "GradeRecord",
     "KINDS",
     "LogRecord",
+    "MAX_REQUEST_ID_CHARS",
     "RecordError",
     "SCHEMA_VERSION",
     "ShadowPair",
+    "TelemetryRecord",
     "VERDICTS",
     "cap_text",
     "prompt_hash",
     "record_from_dict",
     "record_from_json",
     "redact_secrets",
+    "valid_request_id",
     "verdict_of",
 ]
 
@@ -67,7 +75,7 @@ SCHEMA_VERSION = 1
 #: Rollout arms (item 2): the router's arm, the control model's arm, or no rollout configured.
 ARMS = ("router", "control", "none")
 #: The record kinds a log line may hold (its ``kind`` field; absent means ``decision``).
-KINDS = ("decision", "shadow", "grade")
+KINDS = ("decision", "shadow", "grade", "telemetry", "feedback")
 #: A grade's verdict on the answer against the reference answer.
 VERDICTS = ("win", "tie", "loss")
 #: Default per-field cap on stored texts, in characters (a text longer than this is cut and flagged).
@@ -80,6 +88,10 @@ _SECRET = re.compile(
     r"|\bAIza[0-9A-Za-z_\-]{30,})"
 )
 _HASH = re.compile(r"^[0-9a-f]{64}$")
+#: The longest request id a feedback may name (the proxy's own are 32 hex digits).
+MAX_REQUEST_ID_CHARS = 128
+# A request id as a client may echo it: printable ASCII without spaces (no control characters in the log).
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,%d}$" % MAX_REQUEST_ID_CHARS)
 
 
 class RecordError(SchemaError):
@@ -129,6 +141,12 @@ class Candidate:
     """False when the model could not be chosen for this request (e.g. its upstream's circuit was open)."""
 
     def __post_init__(self) -> None:
+        q, c = self.predicted_quality, self.predicted_cost
+        # The common case in one expression (the proxy's writer builds a record per request, with a candidate per
+        # model): plain floats in range and a real name pass without the checks below, which name what is wrong.
+        if type(q) is float and type(c) is float and 0.0 <= q <= 1.0 and 0.0 <= c < math.inf \
+                and type(self.eligible) is bool and type(self.model) is str and self.model:  # fmt: skip
+            return
         if not isinstance(self.model, str) or not self.model:
             raise RecordError("candidates", f"a candidate needs a non-empty model name, got {self.model!r}")
         q, c = _number(self.predicted_quality), _number(self.predicted_cost)
@@ -514,10 +532,114 @@ class GradeRecord(_FlatRecord):
 
 
 
+@dataclass(frozen=True)
+class TelemetryRecord(_FlatRecord):
+    """One upstream's live estimates at a moment (``kind: telemetry``): the proxy's moving averages
+    (:mod:`routers.export.proxy.telemetry`) of its latency and error rate, with the attempts behind them.
+
+    Written by the proxy through the decision log every ``[log] telemetry_every_s`` seconds for each upstream with
+    new attempts since its last snapshot, and once more at shutdown. ``attempts`` and ``answers`` count from the
+    start of the writing proxy process (each worker of ``routelab serve --workers N`` keeps its own).
+    """
+
+    KIND: ClassVar[str] = "telemetry"
+
+    upstream: str
+    """The upstream's model name (as in the export's ``upstreams.toml``)."""
+    time: float
+    """When the snapshot was taken, Unix seconds (UTC)."""
+    latency_s: float | None = None
+    """Moving average of the seconds its answered attempts took (None before its first answer)."""
+    error_rate: float | None = None
+    """Moving average of its failed attempts (1) against answers (0), in [0, 1] (None before its first attempt)."""
+    attempts: int = 0
+    """Attempts observed so far."""
+    answers: int = 0
+    """Attempts that answered so far (<= ``attempts``)."""
+    final: bool = False
+    """True for the snapshot written when the proxy stopped."""
+    kind: str = "telemetry"
+    """The record kind (always ``telemetry``)."""
+    schema_version: int = field(default=SCHEMA_VERSION)
+    """The layout version (:data:`SCHEMA_VERSION`)."""
+
+    def __post_init__(self) -> None:
+        k = "telemetry"
+        _check_version_and_kind(self, k)
+        _check_name(self, "upstream", k)
+        _check_time(self, k)
+        if self.latency_s is not None and ((v := _number(self.latency_s)) is None or v < 0):
+            raise RecordError("latency_s", f"must be seconds >= 0 or null, got {self.latency_s!r}", k)
+        if self.error_rate is not None and ((v := _number(self.error_rate)) is None or not 0.0 <= v <= 1.0):
+            raise RecordError("error_rate", f"must be in [0, 1] or null, got {self.error_rate!r}", k)
+        for name in ("attempts", "answers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise RecordError(name, f"must be a whole number >= 0, got {value!r}", k)
+        if self.answers > self.attempts:
+            raise RecordError("answers", f"{self.answers} answers out of {self.attempts} attempts", k)
+        if self.attempts and self.error_rate is None:
+            raise RecordError("error_rate", f"is null after {self.attempts} attempts", k)
+        if self.answers and self.latency_s is None:
+            raise RecordError("latency_s", f"is null after {self.answers} answers", k)
+        if not isinstance(self.final, bool):
+            raise RecordError("final", f"must be true or false, got {self.final!r}", k)
+
+
+@dataclass(frozen=True)
+class FeedbackRecord(_FlatRecord):
+    """One score a client posted to ``POST /v1/feedback`` (``kind: feedback``).
+
+    ``request_id`` is the ``x-routelab-request-id`` header of the answer the score is about, when the client sent
+    it: it joins the feedback to its :class:`DecisionRecord` (``routelab logs to-outcomes`` turns feedback on a
+    request whose prompt was stored into an outcome of the model that answered). Without it the feedback still
+    counts for an adaptive export, and is logged, but names no request.
+    """
+
+    KIND: ClassVar[str] = "feedback"
+
+    time: float
+    """When the feedback was accepted, Unix seconds (UTC)."""
+    model: str
+    """The model the score is for (the ``x-routelab-model`` that answered)."""
+    score: float
+    """The answer's score in [0, 1] (1 = success, 0 = failure)."""
+    request_id: str | None = None
+    """The scored answer's ``x-routelab-request-id`` (printable ASCII, at most :data:`MAX_REQUEST_ID_CHARS`
+    characters), or None when the client did not send one."""
+    category: str | None = None
+    """The category the feedback was posted with (None: the unknown category)."""
+    kind: str = "feedback"
+    """The record kind (always ``feedback``)."""
+    schema_version: int = field(default=SCHEMA_VERSION)
+    """The layout version (:data:`SCHEMA_VERSION`)."""
+
+    def __post_init__(self) -> None:
+        k = "feedback"
+        _check_version_and_kind(self, k)
+        _check_time(self, k)
+        _check_name(self, "model", k)
+        if (v := _number(self.score)) is None or not 0.0 <= v <= 1.0:
+            raise RecordError("score", f"must be in [0, 1], got {self.score!r}", k)
+        if self.request_id is not None and not valid_request_id(self.request_id):
+            raise RecordError("request_id", f"must be printable ASCII without spaces, 1 to {MAX_REQUEST_ID_CHARS} "
+                                            f"characters, or null; got {str(self.request_id)[:40]!r}", k)
+        if self.category is not None and not isinstance(self.category, str):
+            raise RecordError("category", f"must be a string or null, got {self.category!r}", k)
+
+
+def valid_request_id(value: object) -> bool:
+    """Whether ``value`` can be a request id a client echoes (printable ASCII without spaces, 1 to
+    :data:`MAX_REQUEST_ID_CHARS` characters)."""
+    return isinstance(value, str) and _REQUEST_ID.match(value) is not None
+
+
+
 #: Any record a log line may hold.
-LogRecord = DecisionRecord | ShadowPair | GradeRecord
-_BY_KIND: dict[str, type[DecisionRecord] | type[ShadowPair] | type[GradeRecord]] = {
-    "decision": DecisionRecord, "shadow": ShadowPair, "grade": GradeRecord,
+LogRecord = DecisionRecord | ShadowPair | GradeRecord | TelemetryRecord | FeedbackRecord
+_BY_KIND: dict[str, Any] = {
+    "decision": DecisionRecord, "shadow": ShadowPair, "grade": GradeRecord, "telemetry": TelemetryRecord,
+    "feedback": FeedbackRecord,
 }
 
 
@@ -573,13 +695,21 @@ def _build(cls: Any, kwargs: dict[str, Any], kind: str) -> Any:
 
 
 def _check_common(rec: Any, kind: str) -> None:
-    """schema_version, kind, request_id and time: what every record kind checks the same way."""
+    """schema_version, kind, request_id and time: what the per-request record kinds check the same way."""
+    _check_version_and_kind(rec, kind)
+    _check_name(rec, "request_id", kind)
+    _check_time(rec, kind)
+
+
+def _check_version_and_kind(rec: Any, kind: str) -> None:
     if rec.schema_version != SCHEMA_VERSION:
         raise RecordError("schema_version", f"this reader knows version {SCHEMA_VERSION}, got "
                                             f"{rec.schema_version!r}", kind)
     if rec.kind != kind:
         raise RecordError("kind", f"a {kind} record's kind is {kind!r}, got {rec.kind!r}", kind)
-    _check_name(rec, "request_id", kind)
+
+
+def _check_time(rec: Any, kind: str) -> None:
     if (t := _number(rec.time)) is None or t < 0:
         raise RecordError("time", f"must be Unix seconds (a number >= 0), got {rec.time!r}", kind)
 

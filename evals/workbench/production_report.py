@@ -13,7 +13,9 @@ with :func:`build_report`; it reads the export (so it lives in the workbench lay
 - **off-policy** estimates (IPS, SNIPS, DR with bootstrap intervals, :mod:`evals.production.offpolicy`) of what
   another operating point of the export, or another exported router, would have cost and scored on the logged
   traffic;
-- **drift flags** (:mod:`evals.production.drift`): categories whose live quality fell below the offline interval.
+- **drift flags** (:mod:`evals.production.drift`): categories whose live quality fell below the offline interval;
+- **upstream telemetry** (:func:`telemetry_summary`): per upstream, the proxy's logged snapshots of its moving
+  latency and error rate over the logged period (the last values and the worst error rate).
 
 The report renders as Markdown (:meth:`ProductionReport.to_markdown`) and JSON (:meth:`ProductionReport.to_dict`).
 """
@@ -46,7 +48,7 @@ from evals.production.propensity import greedy_choice
 from evals.production.records import prompt_hash
 from evals.stats import DEFAULT_RESAMPLES, mean_interval, resample_counts
 
-__all__ = ["ProductionReport", "build_report", "offline_by_category", "prompts_from_table"]
+__all__ = ["ProductionReport", "build_report", "offline_by_category", "prompts_from_table", "telemetry_summary"]
 
 
 @dataclass
@@ -64,11 +66,13 @@ class ProductionReport:
     drift: list[dict[str, Any]]
     offpolicy: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    telemetry: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per upstream: its logged telemetry snapshots summarised (:func:`telemetry_summary`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The report as one JSON-able dict."""
         return {k: getattr(self, k) for k in ("log_dir", "export", "log", "promised", "delivered", "by_category",
-                                               "by_time", "bucket", "drift", "offpolicy", "notes")}
+                                               "by_time", "bucket", "drift", "offpolicy", "telemetry", "notes")}
 
     @property
     def saving_inside_promise(self) -> bool | None:
@@ -97,6 +101,9 @@ class ProductionReport:
         for k in ("win", "tie", "loss", "quality_delta"):
             put(f"live_{k}", q.get(k))
         out["drift_flags"] = float(sum(f["flagged"] for f in self.drift))
+        worst = [t["worst_error_rate"] for t in self.telemetry.values() if t.get("worst_error_rate") is not None]
+        if worst:
+            out["upstream_worst_error_rate"] = float(max(worst))
         for est in self.offpolicy:
             for metric, block in est.get("estimates", {}).items():
                 for name in ("ips", "snips", "dr"):
@@ -137,6 +144,8 @@ def _log_block(read: LogReadResult) -> dict[str, Any]:
         "epsilon": sorted({d.epsilon for d in decisions if d.chosen is not None}),
         "shadow_pairs": len(read.shadow_pairs),
         "grades": len(read.grades),
+        "telemetry_snapshots": len(read.telemetry),
+        "feedback": len(read.feedback),
         "start": min(times) if times else None,
         "end": max(times) if times else None,
         "skipped": dict(read.errors),
@@ -244,8 +253,30 @@ def build_report(
     return ProductionReport(
         log_dir=str(log_dir), export=str(export), log=_log_block(read), promised=promised,
         delivered=overall, by_category=by_cat, by_time=by_time, bucket=width, drift=flags, offpolicy=offpolicy,
-        notes=notes,
+        notes=notes, telemetry=telemetry_summary(read),
     )
+
+
+def telemetry_summary(read: LogReadResult) -> dict[str, dict[str, Any]]:
+    """Per upstream, its logged telemetry snapshots over the logged period: how many, from and to when, the last
+    moving latency and error rate (and attempts) and the worst error rate seen; upstreams in name order.
+
+    Snapshots are taken in the order they were written (several workers of one proxy each write their own, so
+    "last" is the last written).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for t in read.telemetry:
+        s = out.setdefault(t.upstream, {"snapshots": 0, "first": t.time, "last": t.time, "latency_s": None,
+                                        "error_rate": None, "attempts": 0, "worst_error_rate": None,
+                                        "worst_latency_s": None})
+        s["snapshots"] += 1
+        s["first"], s["last"] = min(s["first"], t.time), max(s["last"], t.time)
+        s["latency_s"], s["error_rate"], s["attempts"] = t.latency_s, t.error_rate, t.attempts
+        if t.error_rate is not None:
+            s["worst_error_rate"] = max(t.error_rate, s["worst_error_rate"] or 0.0)
+        if t.latency_s is not None:
+            s["worst_latency_s"] = max(t.latency_s, s["worst_latency_s"] or 0.0)
+    return dict(sorted(out.items()))
 
 
 def _offpolicy(read: LogReadResult, exported: Any, compare: Sequence[Any], lams: Sequence[float],

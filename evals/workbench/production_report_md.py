@@ -122,6 +122,31 @@ def render_markdown(report: Any) -> str:
                "bootstrap": "percentile bootstrap over logged requests"}
         out.append("Cost is dollars per request; quality is " + report.offpolicy[0]["quality_reward"] +
                    ". Intervals: 95%, " + "; ".join(how.get(m, m) for m in methods) + ".")
+    out += _telemetry_table(getattr(report, "telemetry", None) or {})
     if report.notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(out) + "\n"
+
+
+def _telemetry_table(telemetry: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The upstream telemetry section: per upstream, its snapshots and their last and worst values."""
+    if not telemetry:
+        return []
+
+    def ms(v: float | None) -> str:
+        return "—" if v is None else f"{1000 * v:,.0f} ms"
+
+    def share(v: float | None) -> str:
+        return "—" if v is None else format_pct(v)
+
+    first = min(t["first"] for t in telemetry.values())
+    last = max(t["last"] for t in telemetry.values())
+    out = ["", "## Upstream telemetry", "",
+           f"The proxy's moving averages (EWMA) of each upstream's latency and error rate, as snapshotted in the log "
+           f"from {_when(first)} to {_when(last)}.", "",
+           "| upstream | snapshots | last latency | last error rate | worst error rate | worst latency | attempts |",
+           "|---|---|---|---|---|---|---|"]
+    for name, t in telemetry.items():
+        out.append(f"| {name} | {t['snapshots']:,} | {ms(t['latency_s'])} | {share(t['error_rate'])} | "
+                   f"{share(t['worst_error_rate'])} | {ms(t['worst_latency_s'])} | {t['attempts']:,} |")
+    return out

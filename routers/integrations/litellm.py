@@ -55,6 +55,8 @@ __all__ = [
     "MODEL_INFO_KEY",
     "RouteLabRoutingStrategy",
     "category_of",
+    "export_decision",
+    "litellm_model_serves",
     "use_exported_router",
 ]
 
@@ -92,13 +94,7 @@ class RouteLabRoutingStrategy(CustomRoutingStrategyBase):
         Raises:
             ValueError: for a request without a user message (nothing to route on).
         """
-        prompt = prompt_of(messages)
-        if prompt is None:
-            raise ValueError(
-                f"RouteLab cannot route a request to {self.model_group!r} without a user message in 'messages'"
-            )
-        category = category_of(request_kwargs)
-        return self.exported.route([prompt], categories=None if category is None else [category])[0]
+        return export_decision(self.exported, messages, request_kwargs, model_group=self.model_group)
 
     def deployment_for(
         self, model: str, messages: Any = None, request_kwargs: Mapping[str, Any] | None = None
@@ -152,6 +148,29 @@ class RouteLabRoutingStrategy(CustomRoutingStrategyBase):
         return self.deployment_for(model, messages, request_kwargs)
 
 
+def export_decision(
+    exported: ExportedRouter, messages: Any, request_kwargs: Mapping[str, Any] | None, *, model_group: str
+) -> str:
+    """The export's model for a chat request: its last user message and category (:func:`category_of`).
+
+    The one decision of every LiteLLM integration (the Router's custom strategy and the proxy's routing plugin).
+
+    Raises:
+        ValueError: for a request without a user message (nothing to route on).
+    """
+    prompt = prompt_of(messages)
+    if prompt is None:
+        raise ValueError(f"RouteLab cannot route a request to {model_group!r} without a user message in 'messages'")
+    category = category_of(request_kwargs)
+    return exported.route([prompt], categories=None if category is None else [category])[0]
+
+
+def litellm_model_serves(litellm_model: str, name: str) -> bool:
+    """Whether a deployment's ``litellm_params.model`` is the export model ``name``, with or without a provider
+    prefix (``openai/<name>``)."""
+    return litellm_model == name or litellm_model.split("/", 1)[-1] == name
+
+
 def category_of(request_kwargs: Mapping[str, Any] | None) -> str | None:
     """The request's category: ``metadata["routelab_category"]``, else the ``x-routelab-category`` header."""
     if not request_kwargs:
@@ -195,7 +214,7 @@ def _serves(deployment: Mapping[str, Any], name: str) -> int:
     if (deployment.get("model_info") or {}).get(MODEL_INFO_KEY) == name:
         return 3
     litellm_model = str((deployment.get("litellm_params") or {}).get("model") or "")
-    if litellm_model == name or litellm_model.split("/", 1)[-1] == name:
+    if litellm_model_serves(litellm_model, name):
         return 2
     return 1 if deployment.get("model_name") == name else 0
 

@@ -74,3 +74,24 @@ def test_off_policy_estimates_and_bad_input(app_env: Path, served) -> None:
     at.text_input(key="prod_lams").set_value("").run()
     at.text_input(key="prod_log").set_value(str(app_env / "no-such-log")).run()
     assert not at.exception and "does not exist" in at.error[0].value
+
+
+@pytest.mark.slow
+def test_logged_upstream_telemetry_is_tabled_per_upstream(app_env: Path, served, tmp_path: Path) -> None:
+    import shutil
+
+    from evals.production.log_reader import segment_name
+    from evals.production.records import TelemetryRecord
+
+    log = tmp_path / "log"
+    shutil.copytree(served["log"], log)
+    snaps = [TelemetryRecord(upstream="mid", time=T0 + 60 * k, latency_s=0.1 + 0.1 * k, error_rate=0.1 * k,
+                             attempts=10 * (k + 1), answers=10 * (k + 1) - k) for k in range(3)]
+    (log / segment_name(T0 + 10**6, 0)).write_text("".join(r.to_json() + "\n" for r in snaps), encoding="utf-8")
+    at = _open(app_env)
+    at.text_input(key="prod_log").set_value(str(log)).run()
+    at.text_input(key="prod_export").set_value(str(served["folder"])).run()
+    assert not at.exception, at.exception
+    row = _frame(at, "upstream", "last error rate").set_index("upstream").loc["mid"]
+    assert (row["snapshots"], row["attempts"]) == (3, 30)
+    assert (row["last latency"], row["last error rate"], row["worst error rate"]) == ("300 ms", "20.0%", "20.0%")

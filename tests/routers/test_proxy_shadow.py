@@ -4,6 +4,7 @@ and back-off without a human (bench/bench_backoff.py's scenario)."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -77,14 +78,20 @@ def test_sampled_requests_get_reference_answers_and_online_grades_in_the_log(tab
     with server as proxy, httpx.Client(base_url=proxy.base_url, timeout=30) as c:
         for p in _prompts(table, "math")[:3] + _prompts(table, "code")[:2] + _prompts(table, "proof")[:2]:
             _ask(c, p, p.split()[0])
-        _ask(c, _prompts(table, "chat")[0], "chat", stream=True)  # streamed: never sampled
+        streamed = _ask(c, _prompts(table, "chat")[0], "chat", stream=True)  # gathered whole as relayed: sampled
+        streamed_text = "".join(
+            json.loads(line[5:])["choices"][0]["delta"].get("content") or ""
+            for line in streamed.text.splitlines() if line.startswith("data: {")
+        )
         _settle(st)
         health = c.get(proxy.base_url.replace("/v1", "/healthz")).json()
         metrics = c.get(proxy.base_url.replace("/v1", "/metrics")).text
     log = read_log(tmp_path / "log")
     decisions = {r.request_id: r for r in log.records}
-    # math -> cheap and code -> mid are sampled (rate 1); proof is answered by the reference itself: not sampled.
-    assert [p.answered_by for p in log.shadow_pairs] == ["cheap"] * 3 + ["mid"] * 2
+    # math -> cheap and code -> mid are sampled (rate 1), the streamed chat request too (cheap, its text gathered
+    # whole from the events relayed); proof is answered by the reference itself: not sampled.
+    assert [p.answered_by for p in log.shadow_pairs] == ["cheap"] * 3 + ["mid"] * 2 + ["cheap"]
+    assert log.shadow_pairs[-1].answer_text == streamed_text != ""
     for pair in log.shadow_pairs:
         assert decisions[pair.request_id].shadow is True
         assert pair.reference == "big" and pair.reference_status == 200
@@ -92,16 +99,16 @@ def test_sampled_requests_get_reference_answers_and_online_grades_in_the_log(tab
         assert pair.reference_text == f"big on {sid}: the answer is (A)"
         assert pair.reference_cost_usd == pytest.approx((40 * 5.0 + 12 * 15.0) / 1e6)
         assert pair.answer_cost_usd == decisions[pair.request_id].cost_usd
-    assert sum(r.shadow for r in log.records) == 5 and len(log.records) == 8
+    assert sum(r.shadow for r in log.records) == 6 and len(log.records) == 8
     # Both answers are right: ties; each fed back to the adaptive export as a success of the model that answered.
     assert [(g.verdict, g.answer_score, g.grader, g.online) for g in log.grades] == [
-        ("tie", 0.5, "judge:replay-judge", True)] * 5
+        ("tie", 0.5, "judge:replay-judge", True)] * 6
     assert {g.request_id for g in log.grades} == {p.request_id for p in log.shadow_pairs}
-    assert health["shadow"]["sampled"] == 5 and health["shadow"]["grades"]["tie"] == 5
-    assert health["shadow"]["spent_today_usd"] == pytest.approx(5 * (40 * 5.0 + 12 * 15.0) / 1e6)
-    assert "routelab_shadow_sampled_total 5" in metrics
-    assert 'routelab_shadow_feedback_total{model="cheap",score="1"} 3' in metrics
-    assert 'routelab_shadow_grades_total{verdict="tie"} 5' in metrics
+    assert health["shadow"]["sampled"] == 6 and health["shadow"]["grades"]["tie"] == 6
+    assert health["shadow"]["spent_today_usd"] == pytest.approx(6 * (40 * 5.0 + 12 * 15.0) / 1e6)
+    assert "routelab_shadow_sampled_total 6" in metrics
+    assert 'routelab_shadow_feedback_total{model="cheap",score="1"} 4' in metrics
+    assert 'routelab_shadow_grades_total{verdict="tie"} 6' in metrics
     # The reference was asked the request's own messages (system turn included), under its upstream name.
     assert replay.stats()["judged"] >= 10
 

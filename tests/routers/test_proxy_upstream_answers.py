@@ -216,3 +216,31 @@ def test_other_non_answers_are_retried_then_failed_over(status, folder, table, r
             assert r.status_code == 200 and r.headers["x-routelab-reason"] == f"fallback from {chosen}"
             assert len(odd.requests) == 2
             assert f'model="{chosen}",kind="http_{status}"}} 2' in metrics_of(c, proxy.base_url)
+
+
+def test_a_failing_upstream_is_warned_about_once_per_interval_with_the_count_it_stands_for(folder, caplog,
+                                                                                            monkeypatch):
+    """An upstream failing every request must not write a log line per request (a flood, and event-loop time when
+    the proxy is busiest): one warning per WARN_EVERY_S per upstream, the next one saying how many it stood for."""
+    import logging
+
+    from routers.export.proxy import upstream as upstream_mod
+    from routers.export.proxy.metrics import Metrics
+    from routers.export.proxy.upstream import WARN_EVERY_S, Scrubber, UpstreamClient
+
+    client_ = UpstreamClient(load_exported(folder).proxy_config(), {}, Metrics(), Scrubber([]))
+    now = [1000.0]
+    monkeypatch.setattr(upstream_mod.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="routelab.proxy")
+    models = list(client_.config.upstreams)
+    for _ in range(50):  # 50 failures of one upstream within a second, 1 of another
+        client_.warn_failed(models[0], "HTTP 503", "trying the next model")
+        now[0] += 0.02
+    client_.warn_failed(models[1], "timed out", "no model left")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[0].startswith(f"upstream {models[0]} failed (HTTP 503)")
+    assert "not logged" not in lines[0] and lines[1].startswith(f"upstream {models[1]} failed (timed out)")
+    now[0] += WARN_EVERY_S
+    client_.warn_failed(models[0], "HTTP 503", "trying the next model")
+    assert len(caplog.records) == 3
+    assert "(49 more failure(s) of this upstream in the last 11 s not logged)" in caplog.records[-1].getMessage()

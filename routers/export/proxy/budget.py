@@ -118,11 +118,15 @@ class Budget:
         """The dearest request this replica has counted (sets how close to a limit counters are read fresh)."""
         self.keys_seen: set[str] = set()
         """Client key ids that spent on this replica (their spend is listed in /metrics)."""
+        self._periods: tuple[dt.date | None, str, str] = (None, "", "")
 
     # ------------------------------------------------------------------ counters
     def _limits(self, key_id: str | None, now: dt.datetime) -> list[tuple[str, str, str, float | None, int]]:
         """(scope, period, counter key, limit or None, ttl) for every counter a request counts toward."""
-        day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
+        date = now.date()
+        if self._periods[0] != date:  # twice per request: format the day and the month once per day
+            self._periods = (date, now.strftime("%Y-%m-%d"), now.strftime("%Y-%m"))
+        _, day, month = self._periods
         s = self.settings
         out = [
             ("all", "day", f"{self.prefix}:all:day:{day}", s.daily_usd, _DAY_TTL_S),
@@ -186,10 +190,13 @@ class Budget:
         self.max_cost = max(self.max_cost, float(ctx.cost_usd))
         if ctx.client_key_id is not None and self.settings.per_key:
             self.keys_seen.add(ctx.client_key_id)
-        for _, _, key, _, ttl in self._limits(ctx.client_key_id, self.clock()):
-            # Pushed at once, not batched: another replica near the limit must see this spend on its next read.
-            # (Pushes still coalesce under load: what finishes while one is in flight goes with the next.)
-            self.counters.add(key, float(ctx.cost_usd), ttl, urgent=True)
+        cost = float(ctx.cost_usd)
+        for _, _, key, limit, ttl in self._limits(ctx.client_key_id, self.clock()):
+            # Near a limit, pushed at once: another replica near it must see this spend on its next (fresh) read.
+            # Far from every limit, with the next batch (within FLUSH_INTERVAL_S): a push per request would cost
+            # every replica a Redis call and a published message per request, and nothing reads it so soon.
+            near = limit is not None and self.counters.estimate(key) + cost >= limit - self._margin(limit)
+            self.counters.add(key, cost, ttl, urgent=near)
 
     # ------------------------------------------------------------------ metrics
     def _metric_rows(self, now: dt.datetime) -> list[tuple[str, str, str, float | None, int]]:

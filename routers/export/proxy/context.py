@@ -10,8 +10,8 @@ they queue work, never do I/O on the request path.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,8 @@ class RequestContext:
     expected: str | None = None
     """The ``x-routelab-expected`` header (the known correct answer of a replayed or evaluation request), read
     with ``messages``: a shadow pair carrying it is graded by exact match."""
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=lambda: os.urandom(16).hex())
+    """128 random bits in hex (as ``uuid4().hex`` spells them, at a quarter of its cost)."""
     received: float = field(default_factory=time.time)
     """Arrival, Unix seconds."""
     t_start: float = field(default_factory=time.perf_counter)

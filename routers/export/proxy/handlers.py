@@ -12,13 +12,16 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from evals.production.records import MAX_REQUEST_ID_CHARS, FeedbackRecord, RecordError, valid_request_id
 from evals.serving.wire import answer_text, prompt_of  # the replay server reads requests the same way
 from routers.export.proxy import policy
 from routers.export.proxy.context import RequestContext
 from routers.export.proxy.errors import ClientRequestError, UpstreamFailed, openai_error
 from routers.export.proxy.state import ProxyState
+from routers.export.proxy.stream_text import StreamText, text_cap_wanted
 from routers.export.proxy.upstream import valid_usage
 from routers.export.proxy.validation import check_chat_request, parse_json_body
+from routers.runtime import check_feedback
 
 __all__ = ["chat", "feedback", "feedback_state", "healthz", "metrics", "models"]
 
@@ -177,8 +180,8 @@ async def _forward(st: ProxyState, body: dict, ctx: RequestContext, deadline: fl
             out_of_time |= exc.kind == "deadline"
             if exc.kind != "deadline":  # running out of this request's time says nothing about the upstream
                 st.upstreams.trip(model)
-            log.warning("upstream %s failed (%s); %s", model, st.scrub(exc.why),
-                        "trying the next model" if model != plan[-1][0] else "no model left")
+            st.upstreams.warn_failed(model, st.scrub(exc.why),
+                                     "trying the next model" if model != plan[-1][0] else "no model left")
             continue
         waited += w
         ctx.attempts += resp.attempts
@@ -258,11 +261,24 @@ def _finish(st: ProxyState, ctx: RequestContext) -> None:
 
 
 async def _relay_then_finish(st: ProxyState, ctx: RequestContext, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Relay a stream; when it is over (done, broken, or the client left), finish the request once."""
+    """Relay a stream; when it is over (done, broken, or the client left), finish the request once.
+
+    When a feature keeps answer texts (the decision log's ``store_text``, shadow grading), the events'
+    ``delta.content`` pieces are gathered as they pass, up to that feature's cap, and become ``ctx.answer_text``
+    before the finishers run; otherwise nothing is parsed (:mod:`routers.export.proxy.stream_text`).
+    """
+    cap = text_cap_wanted(st)
+    gather = StreamText(cap) if cap else None
     try:
         async for chunk in chunks:
             yield chunk
+            if gather is not None and not gather.full:  # after the client has the bytes: no added latency
+                gather.feed(chunk)
     finally:
+        if gather is not None:
+            ctx.answer_text = gather.text()
+            # A whole answer (ended with [DONE], nothing cut) can be shadow-graded like a non-streamed one.
+            ctx.extra["stream_text_complete"] = gather.complete_text() is not None
         _finish(st, ctx)
 
 
@@ -312,25 +328,33 @@ async def healthz(request: Request) -> Response:
     return JSONResponse(body, status_code=503 if status == "down" else 200)
 
 
-def _feedback_refusal(request: Request) -> Response | None:
-    """The 401/404 answer to a feedback request that cannot be taken, or None."""
+def _feedback_refusal(request: Request, *, logged: bool = False) -> Response | None:
+    """The 401/404 answer to a feedback request that cannot be taken, or None. With ``logged``, a non-adaptive
+    export with a decision log takes feedback too (to log it, for ``routelab logs to-outcomes``)."""
     st: ProxyState = request.app.state.proxy
     if not st.authorised(request):
         return _unauthorised(st)
-    if not st.exported.adaptive:
+    if not st.exported.adaptive and not (logged and getattr(st, "decision_log", None) is not None):
         return openai_error(
             404,
             f"this export ({st.exported.manifest['router']['name']!r}) is not adaptive: feedback is "
-            "accepted only by an export of an adaptive router",
+            "accepted only by an export of an adaptive router"
+            + (", or by a proxy with a decision log ([log] in upstreams.toml), which logs it" if logged else ""),
             code="not_adaptive",
         )
     return None
 
 
 async def feedback(request: Request) -> Response:
-    """``POST /v1/feedback`` ``{"category", "model", "score"}``: count one answer's quality."""
+    """``POST /v1/feedback`` ``{"category", "model", "score", "request_id"}``: count one answer's quality.
+
+    ``request_id`` (optional) is the answer's ``x-routelab-request-id`` header. With a decision log, each accepted
+    feedback is also written to it as a :class:`~evals.production.records.FeedbackRecord` (queued, never waited
+    for), which ``routelab logs to-outcomes`` joins to the request's decision through that id. An export that is
+    not adaptive takes feedback only with a decision log: it is logged, not counted (``"counted": false``).
+    """
     st: ProxyState = request.app.state.proxy
-    refused = _feedback_refusal(request)
+    refused = _feedback_refusal(request, logged=True)
     if refused is not None:
         return refused
     try:
@@ -346,15 +370,31 @@ async def feedback(request: Request) -> Response:
         )
     if not isinstance(model, str) or isinstance(score, bool) or not isinstance(score, (int, float)):
         return openai_error(400, "feedback 'model' must be a string and 'score' a number", param="score")
+    request_id = fb.get("request_id")
+    if request_id is not None and not valid_request_id(request_id):  # refused before anything is counted
+        return openai_error(
+            400, "feedback 'request_id' must be the answer's x-routelab-request-id: a string of printable ASCII "
+                 f"without spaces, 1 to {MAX_REQUEST_ID_CHARS} characters", param="request_id",
+        )
+    counted = st.exported.adaptive
     try:
-        if st.feedback_sink is not None:  # shared state: counted on every replica
+        if not counted:  # a non-adaptive export with a log: checked as the adaptive state would, then only logged
+            check_feedback(model, score, st.exported.models)
+        elif st.feedback_sink is not None:  # shared state: counted on every replica
             await st.feedback_sink(None if category is None else str(category), model, score)
         else:
             st.exported.state.feedback(None if category is None else str(category), model, score)
     except ValueError as exc:  # names the problem: the unknown model (listing the models) or the bad score
         return openai_error(400, str(exc))
     st.count("feedback", model)
-    return JSONResponse({"ok": True})
+    writer = getattr(st, "decision_log", None)
+    if writer is not None:
+        try:
+            writer.write(FeedbackRecord(time=time.time(), model=model, score=float(score), request_id=request_id,
+                                        category=None if category is None else str(category)))
+        except RecordError as exc:  # counted already; only its log line is lost
+            log.warning("feedback not logged: %s", exc)
+    return JSONResponse({"ok": True} if counted else {"ok": True, "counted": False})
 
 
 async def feedback_state(request: Request) -> Response:

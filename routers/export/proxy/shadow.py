@@ -3,8 +3,9 @@ answer, and (optionally) graded right away so an adaptive export backs off and r
 
 How a request becomes a shadow pair, and why none of it can slow or fail the request:
 
-1. :meth:`ShadowGrader.finish` (a finisher, run before the decision log's) samples routed, answered (200),
-   non-streamed requests not answered by the reference itself, at ``[shadow] rate``. A sampled request is marked
+1. :meth:`ShadowGrader.finish` (a finisher, run before the decision log's) samples routed, answered (200)
+   requests not answered by the reference itself, at ``[shadow] rate``: non-streamed ones, and streams whose
+   whole text the proxy gathered as it relayed them (ended with ``[DONE]``, under the gathering cap). A sampled request is marked
    ``ctx.extra["shadow"] = True`` (the decision record's ``shadow`` flag) and put on a bounded queue with
    ``put_nowait``; a full queue, or a sample whose estimated reference cost (the answer's token counts at the
    reference's prices) would pass the daily spend cap, is dropped and counted instead. Nothing else happens on
@@ -110,7 +111,8 @@ class ShadowGrader:
     def finish(self, ctx: RequestContext) -> None:
         """Sample a finished request (a finisher: returns at once; see the module docstring, step 1)."""
         messages, ctx.messages = ctx.messages, None  # the decision log does not need them; free them now
-        if not (ctx.routed and ctx.status == 200 and not ctx.stream and ctx.answer_text is not None
+        whole = not ctx.stream or ctx.extra.get("stream_text_complete", False)  # a stream: gathered whole
+        if not (ctx.routed and ctx.status == 200 and whole and ctx.answer_text is not None
                 and ctx.answered_by is not None and ctx.answered_by != self.reference and ctx.prompt is not None):
             return
         if self._rng.random() >= self.settings.rate:

@@ -17,7 +17,7 @@ How, and what a request waits for:
 * **Live telemetry**: every upstream attempt is published (in batches) and fed to the other replicas'
   latency and error-rate averages (:mod:`.telemetry`), so all of them see every attempt.
 * **Counters**: finishers queue increments; a background task adds them, in batches every
-  ``FLUSH_INTERVAL_S`` (budget spend at once), in one script call (``INCRBYFLOAT``,
+  ``FLUSH_INTERVAL_S`` (budget spend at once when a limit is near), in one script call (``INCRBYFLOAT``,
   applied once even when sent again) that publishes the new values, so every replica follows every counter
   without reading it. Budgets decide on those values; a counter a replica has never seen is read once
   (one ``MGET``): the only Redis call a chat request can wait for.
@@ -137,7 +137,8 @@ class SharedState:
         self.initial_evidence = st.exported.state.get_evidence() if self.adaptive else {}
         self.forgetting = float(st.exported.state.meta.get("forgetting", 1.0)) if self.adaptive else 1.0
         self._wake: asyncio.Event | None = None
-        self._urgent = False
+        self._hurry: asyncio.Event | None = None
+        """Set with something that must not wait for the batch (an urgent counter, a trip, a feedback)."""
         self._lost: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._script: Any = None
@@ -160,7 +161,7 @@ class SharedState:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        self._wake, self._lost = asyncio.Event(), asyncio.Event()
+        self._wake, self._hurry, self._lost = asyncio.Event(), asyncio.Event(), asyncio.Event()
         # No client-side retries: a replica that cannot reach Redis at once goes on with local state.
         self.redis = aioredis.Redis.from_url(
             self.settings.url,
@@ -235,13 +236,14 @@ class SharedState:
     # ------------------------------------------------------------------ counters (requests, spend, budgets)
     def add(self, key: str, amount: float, ttl_s: int = 0, *, urgent: bool = False) -> None:
         """Queue ``+amount`` on a shared counter: pushed with the next batch (within ``FLUSH_INTERVAL_S``), at
-        once when ``urgent`` (budget spend), or at resynchronisation while Redis is away."""
+        once when ``urgent`` (budget spend near a limit), or at resynchronisation while Redis is away."""
         self.ttl[key] = ttl_s
         old, _ = self.pending.get(key, (0.0, ttl_s))
         self.pending[key] = (old + amount, ttl_s)
-        self._urgent |= urgent
         if self._wake is not None:
             self._wake.set()
+            if urgent:
+                self._hurry.set()  # type: ignore[union-attr]
 
     def estimate(self, key: str) -> float:
         """A counter's value without waiting: last known shared value + what this replica has not pushed."""
@@ -315,6 +317,7 @@ class SharedState:
         self.pending_trips[model] = max(open_until, self.pending_trips.get(model, 0.0))
         if self._wake is not None:
             self._wake.set()
+            self._hurry.set()  # type: ignore[union-attr]
 
     def on_attempt(self, model: str, seconds: float, failure: str | None) -> None:
         """An upstream attempt here: published (in batches) to the other replicas' live telemetry."""
@@ -356,8 +359,9 @@ class SharedState:
             # Counted here now, and in Redis when it answers again (the id keeps it from being counted twice).
             self.st.exported.state.feedback(item[1], model, float(score))
             self.pending_feedback.append(item)
-            if self._wake is not None:
-                self._wake.set()  # still up after a slow answer: the flusher retries it
+            if self._wake is not None:  # still up after a slow answer: the flusher retries it at once
+                self._wake.set()
+                self._hurry.set()  # type: ignore[union-attr]
 
     async def replace_evidence(self, state: dict[str, Any] | str | bytes) -> None:
         """``PUT /v1/feedback/state`` on every replica: replace the evidence here (refused, changing nothing, if it
@@ -486,10 +490,13 @@ class SharedState:
         assert self._wake is not None
         while True:
             await self._wake.wait()
-            if not (self._urgent or self.pending_trips or self.pending_feedback):
-                await asyncio.sleep(self.FLUSH_INTERVAL_S)  # collect a batch (woken again meanwhile: no matter)
+            if not (self._hurry.is_set() or self.pending_trips or self.pending_feedback):
+                # Collect a batch, unless something urgent comes meanwhile (it goes at once, with the batch so far).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.FLUSH_INTERVAL_S):
+                        await self._hurry.wait()
             self._wake.clear()
-            self._urgent = False
+            self._hurry.clear()
             if not self.up:
                 continue  # kept; pushed at resynchronisation
             try:

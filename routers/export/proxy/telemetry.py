@@ -10,7 +10,12 @@ observation, so about the last ten attempts count):
   nothing about the upstream and is not counted.
 
 Both are in ``/metrics`` (``routelab_upstream_latency_ewma_seconds``, ``routelab_upstream_error_rate_ewma``,
-``routelab_upstream_observed_attempts_total``) and in ``/healthz`` (``telemetry``).
+``routelab_upstream_observed_attempts_total``) and in ``/healthz`` (``telemetry``). With a decision log (``[log]``)
+they are also in the log: a background task (:class:`TelemetryLogger`, a proxy component) writes a
+:class:`~evals.production.records.TelemetryRecord` every ``[log] telemetry_every_s`` seconds for each upstream with
+new attempts since its last snapshot, and one more per such upstream when the proxy stops, so ``routelab logs
+report`` shows each upstream's latency and error rate over the logged period. Nothing of it runs per attempt: an
+attempt only updates the averages, as without a log.
 
 An export of the ``provider`` router (runtime kind ``provider``) chooses the cheapest provider within its latency
 bound: after each observation the live numbers of the upstreams with at least :data:`MIN_ANSWERS` answers replace
@@ -23,15 +28,23 @@ decide, as in the workbench.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from evals.production.records import RecordError, TelemetryRecord
+
 if TYPE_CHECKING:
     from routers.export.proxy.state import ProxyState
 
-__all__ = ["ALPHA", "DOWN_ERROR_RATE", "MIN_ANSWERS", "STALE_S", "Telemetry", "UpstreamEstimate", "attach"]
+__all__ = [
+    "ALPHA", "DOWN_ERROR_RATE", "MIN_ANSWERS", "STALE_S", "Telemetry", "TelemetryLogger", "UpstreamEstimate", "attach",
+]
+
+log = logging.getLogger("routelab.proxy.telemetry")
 
 #: EWMA weight of the newest observation.
 ALPHA = 0.2
@@ -138,13 +151,90 @@ class Telemetry:
         return "\n".join(out) + "\n"
 
 
+class TelemetryLogger:
+    """A proxy component that writes :class:`Telemetry`'s estimates to the decision log (see the module docstring).
+
+    Every ``every_s`` seconds (a task on the server's loop) and once at :meth:`shutdown`, each upstream whose
+    ``attempts`` grew since its last snapshot becomes a :class:`~evals.production.records.TelemetryRecord` handed to
+    ``writer.write`` (which queues it without blocking; a full queue drops and counts it, as for any log line).
+
+    Args:
+        telemetry: The estimates to snapshot.
+        writer: An object with ``write(record) -> bool`` (the decision log), or a zero-argument function returning
+            one or None (the log attaches after telemetry, so it is looked up when the server starts).
+        every_s: Seconds between snapshots (> 0).
+    """
+
+    def __init__(self, telemetry: Telemetry, writer: Any, every_s: float) -> None:
+        if not every_s > 0:
+            raise ValueError(f"telemetry snapshot period must be > 0 seconds, got {every_s!r}")
+        self.telemetry, self.every_s = telemetry, float(every_s)
+        self._writer = writer
+        self._task: asyncio.Task[None] | None = None
+        self._written_attempts: dict[str, int] = {}
+        self.snapshots = 0
+        """Snapshot records handed to the log (queued; the log counts what it wrote or dropped)."""
+
+    def _resolve(self) -> Any:
+        return self._writer() if callable(self._writer) and not hasattr(self._writer, "write") else self._writer
+
+    async def startup(self) -> None:
+        """Start the periodic task (nothing to do without a log)."""
+        if self._resolve() is not None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="routelab-telemetry-log")
+
+    async def shutdown(self) -> None:
+        """Stop the task and write the last snapshot (the log stops after this component)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        self.write_snapshot(final=True)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            try:
+                self.write_snapshot()
+            except Exception:  # noqa: BLE001 - a bug here must not end the snapshots (or reach a request)
+                log.exception("telemetry: a snapshot was not written")
+
+    def write_snapshot(self, *, final: bool = False, now: float | None = None) -> int:
+        """Hand one record per upstream with new attempts to the log; the number handed (0 without a log)."""
+        writer = self._resolve()
+        if writer is None:
+            return 0
+        t = time.time() if now is None else now
+        handed = 0
+        for upstream, est in self.telemetry.snapshot().items():
+            if est["attempts"] <= self._written_attempts.get(upstream, 0):
+                continue  # nothing new since its last snapshot: an idle upstream does not repeat itself
+            try:
+                record = TelemetryRecord(upstream=upstream, time=t, latency_s=est["latency_ewma_s"],
+                                         error_rate=est["error_rate_ewma"], attempts=est["attempts"],
+                                         answers=est["answers"], final=final)
+            except RecordError as exc:  # an upstream name the schema refuses: skip it, keep the others
+                log.warning("telemetry: no snapshot of %r (%s)", upstream, exc)
+                continue
+            writer.write(record)
+            self._written_attempts[upstream] = est["attempts"]
+            handed += 1
+        self.snapshots += handed
+        return handed
+
+
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
 
 
 def attach(st: ProxyState) -> None:
     """Observe every upstream attempt of ``st`` (always on: one EWMA update per attempt); report the numbers in
-    ``/metrics`` and ``/healthz``; feed them to a provider export's decisions (``st.telemetry``)."""
+    ``/metrics`` and ``/healthz``; feed them to a provider export's decisions (``st.telemetry``); with ``[log]`` and
+    ``telemetry_every_s > 0``, snapshot them to the decision log (a :class:`TelemetryLogger` component)."""
     state = st.exported.state
     push = None
     if getattr(state, "kind", None) == "provider" and callable(getattr(state, "set_live", None)):
@@ -158,3 +248,10 @@ def attach(st: ProxyState) -> None:
     st.upstreams.attempt_observers.append(telemetry.observe)
     st.health_sections["telemetry"] = telemetry.snapshot
     st.metrics_sections.append(telemetry.metrics_text)
+    settings = st.config.section("log")
+    if settings.enabled and settings.telemetry_every_s > 0:
+        # The decision log attaches after this feature (it is the last); look it up when the server starts. Its
+        # component is the first started and the last stopped, so the final snapshot is written.
+        logger = TelemetryLogger(telemetry, lambda: getattr(st, "decision_log", None), settings.telemetry_every_s)
+        st.telemetry_logger = logger  # type: ignore[attr-defined]
+        st.components.append(logger)

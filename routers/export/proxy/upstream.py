@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import random
 import time
@@ -26,7 +27,12 @@ from routers.export.proxy.errors import UpstreamFailed, error_body
 from routers.export.proxy.metrics import Metrics
 from routers.export.upstreams import ProxyConfig
 
-__all__ = ["Breaker", "Scrubber", "UpstreamClient", "Upstreamed", "valid_usage"]
+__all__ = ["WARN_EVERY_S", "Breaker", "Scrubber", "UpstreamClient", "Upstreamed", "valid_usage"]
+
+log = logging.getLogger("routelab.proxy")
+
+#: Seconds between two warnings about the same failing upstream (the failures in between are counted in the next).
+WARN_EVERY_S = 10.0
 
 _RETRYABLE_STATUS = {408, 429}  # among 4xx; every 5xx is retried too
 _AUTH_FAIL_STATUS = {401, 403}
@@ -181,6 +187,8 @@ class UpstreamClient:
         self.attempt_observers: list[Callable[[str, float, str | None], None]] = []
         """Called after every attempt with (model, seconds, None for an answer or the failure kind); must not
         block (live telemetry, shared breakers)."""
+        self._warned: dict[str, tuple[float, int]] = {}
+        """Per upstream: (monotonic time of its last failure warning, failures not logged since)."""
         self.trip_observers: list[Callable[[str, float], None]] = []
         """Called when a breaker opens, with (model, monotonic time it stays open until); must not block
         (shared breakers)."""
@@ -199,6 +207,23 @@ class UpstreamClient:
         """Close the client."""
         if self.session is not None:
             await self.session.close()
+
+    # ------------------------------------------------------------------ failure warnings
+    def warn_failed(self, model: str, why: str, next_step: str) -> None:
+        """Log that ``model``'s upstream failed a request, at most once per :data:`WARN_EVERY_S` per upstream.
+
+        An upstream in trouble fails most requests it gets: one line per failure would flood the log (and cost the
+        event loop a formatted, written line per failed request, when it is busiest); the next line says how many
+        failures it stands for. Every failure is counted in ``/metrics`` regardless.
+        """
+        now = time.monotonic()
+        last, held = self._warned.get(model, (-WARN_EVERY_S, 0))
+        if now - last < WARN_EVERY_S:
+            self._warned[model] = (last, held + 1)
+            return
+        self._warned[model] = (now, 0)
+        more = f" ({held} more failure(s) of this upstream in the last {now - last:.0f} s not logged)" if held else ""
+        log.warning("upstream %s failed (%s); %s%s", model, why, next_step, more)
 
     # ------------------------------------------------------------------ breakers
     def is_open(self, model: str, now: float) -> bool:

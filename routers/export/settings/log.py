@@ -10,6 +10,7 @@
     queue_size = 10000            # lines waiting for the writer; past it a line is dropped and counted
     store_text = false            # prompt and answer texts (off by default)
     text_cap = 4000               # characters kept per text when store_text is on
+    telemetry_every_s = 60        # upstream latency/error-rate snapshots every this many seconds (0 = none)
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from evals.exceptions import ConfigError
 from evals.production.records import DEFAULT_TEXT_CAP
 from routers.export.settings._values import boolean, no_unknown_keys, number, text
 
-__all__ = ["LogSettings", "parse"]
+__all__ = ["LogSettings", "MIN_TELEMETRY_EVERY_S", "parse"]
 
-_KEYS = ("dir", "max_segment_bytes", "max_segment_seconds", "queue_size", "store_text", "text_cap")
+_KEYS = ("dir", "max_segment_bytes", "max_segment_seconds", "queue_size", "store_text", "text_cap",
+         "telemetry_every_s")
+#: The shortest period of telemetry snapshots (a shorter one would only repeat the same moving averages).
+MIN_TELEMETRY_EVERY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class LogSettings:
     """Store the prompt and the answer (redacted, capped); off by default: the log holds a prompt hash only."""
     text_cap: int = DEFAULT_TEXT_CAP
     """Characters kept per stored text (a longer text is cut and flagged ``text_truncated``)."""
+    telemetry_every_s: float = 60.0
+    """Seconds between snapshots of each upstream's live latency and error rate written to the log (only upstreams
+    with new attempts since their last snapshot; one more at shutdown); 0 writes none."""
 
     @property
     def enabled(self) -> bool:
@@ -76,5 +83,13 @@ def parse(table: Mapping[str, Any], where: str, models: Sequence[str]) -> LogSet
                               integer=True)),
         store_text=boolean(where, "store_text", table.get("store_text", d.store_text)),
         text_cap=int(number(where, "text_cap", table.get("text_cap", d.text_cap), 1, 10_000_000, integer=True)),
+        telemetry_every_s=_every(where, table.get("telemetry_every_s", d.telemetry_every_s)),
     )
+
+
+def _every(where: str, value: Any) -> float:
+    """``telemetry_every_s``: 0 (off) or a period from :data:`MIN_TELEMETRY_EVERY_S` to a day."""
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return float(number(where, "telemetry_every_s (0 = no snapshots)", value, MIN_TELEMETRY_EVERY_S, 86400.0))
 
