@@ -361,3 +361,53 @@ def test_the_writers_json_line_is_exactly_the_records_own(tmp_path):
         assert json.loads(line) == json.loads(rec.to_json())
         assert list(json.loads(line)) == list(json.loads(rec.to_json()))
         assert DecisionRecord.from_json(line) == rec
+
+
+def test_the_fast_line_is_the_checked_records_line_or_steps_aside():
+    """The writer builds a plain request's line straight from its facts (no record objects); for any request it must
+    give exactly the checked path's bytes, or None, and None whenever the checked path refuses the record."""
+    import math
+    import random
+
+    from evals.production.records import RecordError
+    from routers.export.proxy.context import Prediction, RequestContext
+    from routers.export.proxy.decision_log import _plain_fast_line, decision_json, record_of
+
+    rng = random.Random(0)
+    odd = [math.nan, math.inf, -1.0, 1.5, 0, 1, True, None, "x"]
+    models = [f"model-{i}" for i in range(6)]
+
+    def pick(plain, *others):
+        return rng.choice(list(others) + odd) if rng.random() < 0.04 else plain
+
+    fast_taken = refused = 0
+    for _ in range(3000):
+        routed = rng.random() < 0.8
+        ctx = RequestContext(route=pick("router", "", None), category=pick(rng.choice([None, "math"]), 3),
+                             prompt=pick("what is 2 + 2?", None), routed=routed, arm=pick("none", "router", "bad"),
+                             epsilon=pick(0.05, 0.0, 1.0), explored=pick(False, True), status=pick(200, 502, 42, 700),
+                             latency_s=pick(0.25, None, 0.0), reason=pick("routed", ""),
+                             answered_by=pick("model-1", ""),
+                             usage=pick((12, 7), None, (-1, 3), (1.0, 2)), cost_usd=pick(0.0012, None, 0.0))
+        if ctx.latency_s is None:  # else each path reads the clock (ctx.elapsed()) at its own moment
+            ctx.latency_s = 0.5
+        ctx.received = pick(ctx.received, 0.0)
+        ctx.request_id = pick(ctx.request_id, "")
+        if routed:
+            ctx.choice = pick("model-2", "nope", None)
+            ctx.lam, ctx.propensity = pick(0.05, None, 0.0), pick(0.35, 1.0, 0.0)
+            n = rng.choice([0, 6])
+            ctx.predictions = tuple(Prediction(pick(m, "", "model-0"), pick(rng.random()), pick(0.001 * i),
+                                               pick(i != 3)) for i, m in enumerate(models[:n]))
+        fast = _plain_fast_line(ctx, shadow=rng.random() < 0.5)
+        try:
+            checked = decision_json(record_of(ctx, bool(fast and b'"shadow":true' in fast), store_text=False,
+                                              text_cap=100))
+        except (RecordError, ValueError, TypeError, AttributeError, LookupError):  # the writer's "invalid"
+            assert fast is None
+            refused += 1
+            continue
+        if fast is not None:
+            assert fast == checked
+            fast_taken += 1
+    assert fast_taken > 500 and refused > 300, (fast_taken, refused)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 import time
@@ -42,7 +43,15 @@ import orjson
 
 from evals.exceptions import ConfigError
 from evals.production.log_reader import segment_name
-from evals.production.records import Candidate, DecisionRecord, RecordError, cap_text, prompt_hash
+from evals.production.records import (
+    ARMS,
+    SCHEMA_VERSION,
+    Candidate,
+    DecisionRecord,
+    RecordError,
+    cap_text,
+    prompt_hash,
+)
 from routers.export.proxy.context import RequestContext
 from routers.export.settings.log import LogSettings
 
@@ -64,13 +73,14 @@ WAKE_S = 0.05
 #: Lines the writer takes from the queue per write call.
 _BATCH = 512
 #: Seconds of record building the writer does before it hands the interpreter lock back to the event loop.
-_HOLD_S = 0.0005
+_HOLD_S = 0.005
 _STOP = object()
 #: The prompt hash of a request whose prompt the proxy did not read (a direct model name or a pass-through).
 _NO_PROMPT_HASH = prompt_hash("")
 
 
 _RECORD_FIELDS = tuple(f.name for f in fields(DecisionRecord))
+_LEADING = ("schema_version", "kind")  # first in every line (DecisionRecord.to_dict)
 _CANDIDATE_FIELDS = tuple(f.name for f in fields(Candidate))
 
 
@@ -87,6 +97,60 @@ def decision_json(record: DecisionRecord) -> bytes:
         for c in record.candidates
     ]
     return orjson.dumps({"schema_version": d.pop("schema_version"), "kind": d.pop("kind"), **d})
+
+
+def _plain_fast_line(ctx: RequestContext, shadow: bool) -> bytes | None:
+    """The decision line of ``ctx`` (no texts) built straight from its facts, or None to take the checked path.
+
+    What :func:`record_of` then :func:`decision_json` give, byte for byte (a test compares them over many
+    requests), at about a quarter of the cost: no record and no candidate objects are built. It only answers when
+    every value is of the plain kind the checked path certainly accepts (a subset of the schema: finite floats in
+    range, real strings, bools; int-valued floats, NaN, a duplicate model or anything unusual gives None), so no
+    line is ever written that :class:`~evals.production.records.DecisionRecord` would refuse.
+    """
+    chosen = ctx.choice if ctx.routed else None
+    t, eps, lam, prop = ctx.received, ctx.epsilon, ctx.lam, ctx.propensity
+    latency = ctx.latency_s if ctx.latency_s is not None else ctx.elapsed()
+    cost = ctx.cost_usd
+    usage = ctx.usage or (None, None)
+    if not (type(ctx.request_id) is str and ctx.request_id and type(ctx.route) in (str, type(None))
+            and type(t) is float and 0.0 <= t < math.inf and type(latency) is float and latency < math.inf
+            and type(eps) is float and 0.0 <= eps <= 1.0 and type(ctx.explored) is bool
+            and type(ctx.status) is int and type(ctx.reason) is str and ctx.arm in ARMS
+            and (ctx.category is None or type(ctx.category) is str)
+            and (ctx.prompt is None or type(ctx.prompt) is str)
+            and (ctx.answered_by is None or (type(ctx.answered_by) is str and ctx.answered_by))
+            and (cost is None or (type(cost) is float and 0.0 <= cost < math.inf))
+            and type(usage) is tuple and len(usage) == 2
+            and all(n is None or (type(n) is int and n >= 0) for n in usage)):
+        return None
+    candidates = []
+    for p in ctx.predictions:
+        q, c, e, m = p.quality, p.cost, p.eligible, p.model
+        if not (type(q) is float and type(c) is float and 0.0 <= q <= 1.0 and 0.0 <= c < math.inf
+                and type(e) is bool and type(m) is str and m):
+            return None
+        candidates.append({"model": m, "predicted_quality": q, "predicted_cost": c, "eligible": e})
+    if len({c["model"] for c in candidates}) != len(candidates):
+        return None
+    if chosen is None:
+        prop = lam = None
+    elif not (type(chosen) is str and chosen and (not candidates or any(c["model"] == chosen for c in candidates))
+              and type(prop) is float and 0.0 < prop <= 1.0 and (lam is None or (type(lam) is float
+                                                                               and 0.0 <= lam < math.inf))):
+        return None
+    values = {
+        "request_id": ctx.request_id, "time": t, "route": ctx.route or "?",
+        "prompt_hash": prompt_hash(ctx.prompt) if ctx.prompt is not None else _NO_PROMPT_HASH,
+        "status": ctx.status if 100 <= ctx.status <= 599 else 500, "latency_s": max(0.0, latency),
+        "category": ctx.category, "chosen": chosen, "candidates": candidates, "propensity": prop, "lam": lam,
+        "epsilon": eps, "explored": ctx.explored, "answered_by": ctx.answered_by, "reason": ctx.reason,
+        "input_tokens": usage[0], "output_tokens": usage[1], "cost_usd": cost, "arm": ctx.arm,
+        "shadow": bool(shadow), "prompt_text": None, "answer_text": None, "text_truncated": False,
+        "kind": "decision", "schema_version": SCHEMA_VERSION,
+    }
+    return orjson.dumps({"schema_version": SCHEMA_VERSION, "kind": "decision",
+                         **{name: values[name] for name in _RECORD_FIELDS if name not in _LEADING}})
 
 
 def record_of(
@@ -171,6 +235,8 @@ class DecisionLog:
         self.dropped: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         """Lines dropped per reason."""
         self.segments_opened = 0
+        self.writer_cpu_s = 0.0
+        """CPU seconds the writer thread has spent (building records, encoding and writing lines)."""
         self.last_error: str | None = None
         self._stopped = False
         self._lock = threading.Lock()
@@ -244,6 +310,7 @@ class DecisionLog:
             "dir": str(self.directory),
             "segment": self._segment.name if self._segment is not None else None,
             "queued": len(self._queue),
+            "writer_cpu_s": round(self.writer_cpu_s, 6),
             **self.counts(),
             "last_error": self.last_error,
         }
@@ -254,6 +321,7 @@ class DecisionLog:
         while not stop:
             self._wake.wait(WAKE_S)  # at once for a flush or a stop
             self._wake.clear()
+            cpu0 = time.thread_time()
             self._rotate_if_old()
             while self._queue and not stop:
                 batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
@@ -283,6 +351,7 @@ class DecisionLog:
                     self._close()
                 for event in waiting:
                     event.set()
+            self.writer_cpu_s += time.thread_time() - cpu0
         self._close()
 
     def _line(self, item: Any) -> tuple[str, bytes] | None:
@@ -290,13 +359,17 @@ class DecisionLog:
         try:
             if isinstance(item, tuple):
                 ctx, shadow = item
+                if not self.settings.store_text:  # the common case: straight from the facts when they are plain
+                    fast = _plain_fast_line(ctx, shadow)
+                    if fast is not None:
+                        return "decision", fast + b"\n"
                 record = record_of(
                     ctx, shadow, store_text=self.settings.store_text, text_cap=self.settings.text_cap,
                     scrub=self._scrub,
                 )
                 return "decision", decision_json(record) + b"\n"
             return str(getattr(item, "kind", "decision")), (item.to_json() + "\n").encode("utf-8")
-        except (RecordError, ValueError, TypeError, AttributeError) as exc:
+        except (RecordError, ValueError, TypeError, AttributeError, LookupError) as exc:
             self._drop("invalid_record")
             log.warning("decision log: a record was not written (%s)", exc)
             return None

@@ -3,14 +3,14 @@ answer, and (optionally) graded right away so an adaptive export backs off and r
 
 How a request becomes a shadow pair, and why none of it can slow or fail the request:
 
-1. :meth:`ShadowGrader.finish` (a finisher, run before the decision log's) samples routed, answered (200)
-   requests not answered by the reference itself, at ``[shadow] rate``: non-streamed ones, and streams whose
-   whole text the proxy gathered as it relayed them (ended with ``[DONE]``, under the gathering cap). A sampled request is marked
+1. :meth:`ShadowGrader.finish` (a finisher, run before the decision log's) samples routed, answered (200) requests
+   not answered by the reference itself, at ``[shadow] rate``: non-streamed ones, and streams whose whole text the
+   proxy gathered as it relayed them (ended with ``[DONE]``, under the gathering cap). A sampled request is marked
    ``ctx.extra["shadow"] = True`` (the decision record's ``shadow`` flag) and put on a bounded queue with
    ``put_nowait``; a full queue, or a sample whose estimated reference cost (the answer's token counts at the
-   reference's prices) would pass the daily spend cap, is dropped and counted instead. Nothing else happens on
-   the request path. The cap counts what was spent plus the estimates of the calls queued or running, per worker
-   process and UTC day; a reference answer longer than estimated can pass it by that difference.
+   reference's prices) would pass the daily spend cap, is dropped and counted instead. Nothing else happens on the
+   request path. The cap counts what was spent plus the estimates of the calls queued or running, per worker process
+   and UTC day; a reference answer longer than estimated can pass it by that difference.
 2. Worker tasks (``workers`` of them, a component started with the server) take a sample, ask the reference
    model the same messages through the proxy's upstream client (retries, deadline ``timeout_s``; the reference's
    open circuit drops the sample), and write a :class:`~evals.production.records.ShadowPair` to the decision log
