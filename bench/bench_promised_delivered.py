@@ -134,9 +134,13 @@ def main() -> int:
     report = build_report(log_dir, folder, offline=test)
     cost = report.delivered["cost"]
     inside = report.saving_inside_promise
-    print(f"\ndelivered saving {format_interval(cost['saving'], pct=True)} (router n={cost['router']['n']:,}, "
-          f"control n={cost['control']['n']:,}) vs promised "
-          f"{format_interval(measurement['savings'], pct=True)}: {'inside' if inside else 'OUTSIDE'}")
+    own = report.delivered.get("saving_own_choices")
+    what = "delivered saving of the router's own choices" if own else "delivered saving"
+    print(f"\n{what} {format_interval(report.delivered['saving_compared'], pct=True)} (router n="
+          f"{cost['router']['n']:,}, control n={cost['control']['n']:,}) vs promised "
+          f"{format_interval(measurement['savings'], pct=True)}: {'inside' if inside else 'OUTSIDE'}"
+          + (f"; with its {report.delivered['explored_picks']:,} exploration picks "
+             f"{format_interval(cost['saving'], pct=True)}" if own else ""))
     print(f"work folder: {work}")
     return 0 if inside else 1
 

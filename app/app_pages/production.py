@@ -58,9 +58,13 @@ rows = [
 ]
 st.markdown("\n".join(rows))
 if report.saving_inside_promise is not None:
+    own = d.get("saving_own_choices")
     (st.success if report.saving_inside_promise else st.warning)(
-        f"Delivered saving {format_pct(saving['value'])} is {'inside' if report.saving_inside_promise else 'OUTSIDE'}"
+        f"{'Delivered saving of the router' + chr(39) + 's own choices' if own else 'Delivered saving'} "
+        f"{format_pct(d['saving_compared']['value'])} is {'inside' if report.saving_inside_promise else 'OUTSIDE'}"
         f" the promised interval [{format_pct(promise['low'])}, {format_pct(promise['high'])}]."
+        + (f" With its {d['explored_picks']:,} exploration picks the router arm saved {format_pct(saving['value'])}"
+           " (the price of exploring)." if own else "")
     )
 st.plotly_chart(services.production_saving_figure(report), key="prod_fig")
 

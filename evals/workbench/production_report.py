@@ -76,7 +76,9 @@ class ProductionReport:
 
     @property
     def saving_inside_promise(self) -> bool | None:
-        """Whether the delivered saving's point estimate lies inside the promised interval (None if unknown)."""
+        """Whether the delivered saving's point estimate lies inside the promised interval (None if unknown): the
+        saving of the router's own choices when the log has exploration picks (``delivered["saving_compared"]``),
+        since the promise measured the exported point without them."""
         return self.delivered.get("saving_inside_promise")
 
     def metrics(self) -> dict[str, float]:
@@ -209,21 +211,26 @@ def build_report(
     notes: list[str] = []
     overall = _slice_summary(decisions, rows, n_resamples, seed)
     promise = promised.get("savings") or {}
-    saving = overall["cost"].get("saving")
-    inside = None
-    if saving and saving.get("value") is not None and promise.get("low") is not None:
-        inside = bool(promise["low"] <= saving["value"] <= promise["high"])
-    overall["saving_inside_promise"] = inside
+    compared = overall["cost"].get("saving")
     explored = [d for d in decisions if d.explored and d.arm != "control"]
+    overall["explored_picks"] = len(explored)
     if explored and overall["cost"]["control"] is not None:
         # Exploration picks are random, so the rest of the router arm is a random sample of its own choices: the
-        # saving of the exported point alone (what the promise measured), beside the delivered one.
+        # saving of the exported point alone, which is what the promise measured and what the verdict compares;
+        # the delivered saving with the picks is shown beside it (the price of exploring).
         ids = {d.request_id for d in explored}
         own = cost_ab([d for d in decisions if d.request_id not in ids], n_resamples=n_resamples, seed=seed)
-        overall["saving_own_choices"] = own["saving"]
+        overall["saving_own_choices"] = compared = own["saving"]
         notes.append(f"the router arm includes {len(explored):,} exploration pick(s) (random models, so that "
                      f"off-policy estimates have support); without them its saving is "
-                     f"{format_interval(own['saving'], pct=True)}")
+                     f"{format_interval(own['saving'], pct=True)}, with them "
+                     f"{format_interval(overall['cost'].get('saving'), pct=True)}: the promise is compared with "
+                     "the router's own choices")
+    inside = None
+    if compared and compared.get("value") is not None and promise.get("low") is not None:
+        inside = bool(promise["low"] <= compared["value"] <= promise["high"])
+    overall["saving_compared"] = compared
+    overall["saving_inside_promise"] = inside
     control = [r for r in rows if r.arm == "control"]
     overall["control_quality"] = verdict_summary(control, n_resamples=n_resamples, seed=seed)
     by_cat = {cat or "(none)": _slice_summary(ds, [r for r in rows if (r.category or "(none)") == (cat or "(none)")],

@@ -65,9 +65,13 @@ def render_markdown(report: Any) -> str:
     ]
     inside = d.get("saving_inside_promise")
     if inside is not None:
-        out += ["", f"**Delivered saving {format_pct(cost['saving']['value'])} is "
+        own = d.get("saving_own_choices")
+        what = "Delivered saving of the router's own choices" if own else "Delivered saving"
+        out += ["", f"**{what} {format_pct(d['saving_compared']['value'])} is "
                     f"{'inside' if inside else 'OUTSIDE'} the promised interval "
-                    f"[{format_pct(p['savings']['low'])}, {format_pct(p['savings']['high'])}].**"]
+                    f"[{format_pct(p['savings']['low'])}, {format_pct(p['savings']['high'])}].**"
+                + (f" With its {d['explored_picks']:,} exploration picks the router arm saved "
+                   f"{format_pct(cost['saving']['value'])} (the price of exploring)." if own else "")]
     if q.get("answer_quality"):
         out.append(f"Live correctness (exact grades): answers {_iv(q['answer_quality'])}, reference "
                    f"{_iv(q['reference_quality'])}; promised quality {_iv(p.get('quality'))}.")
