@@ -6,7 +6,9 @@ import json
 import time
 from typing import Any
 
-__all__ = ["DONE_EVENT", "answer_text", "chunk_event", "completion_of", "error_body", "prompt_of", "usage_of"]
+__all__ = [
+    "DONE_EVENT", "answer_text", "chunk_event", "completion_of", "delta_text", "error_body", "prompt_of", "usage_of",
+]
 
 
 def prompt_of(messages: Any) -> str | None:
@@ -30,6 +32,15 @@ def answer_text(completion: Any) -> str | None:
     """The first choice's message text of a decoded chat completion, or None when it has none."""
     try:
         text = completion["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return text if isinstance(text, str) else None
+
+
+def delta_text(chunk: Any) -> str | None:
+    """``choices[0].delta.content`` of a decoded stream chunk when it is a string, else None."""
+    try:
+        text = chunk["choices"][0]["delta"]["content"]
     except (KeyError, IndexError, TypeError):
         return None
     return text if isinstance(text, str) else None

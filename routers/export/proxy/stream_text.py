@@ -13,7 +13,9 @@ gathering stops once ``cap`` characters are held (the log keeps at most its text
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from evals.serving.wire import delta_text
 
 if TYPE_CHECKING:
     from routers.export.proxy.state import ProxyState
@@ -106,7 +108,7 @@ class StreamText:
             self.done |= payload == b"[DONE]"
             return  # [DONE], or not an event object
         try:
-            piece = _delta_content(json.loads(payload))
+            piece = delta_text(json.loads(payload))
         except (ValueError, RecursionError):  # malformed JSON (UnicodeDecodeError included): skip the line
             return
         if piece is not None:
@@ -114,11 +116,3 @@ class StreamText:
             self._parts.append(piece)
             self._size += len(piece)
 
-
-def _delta_content(event: Any) -> str | None:
-    """``choices[0].delta.content`` of a decoded chunk when it is a string, else None."""
-    try:
-        content = event["choices"][0]["delta"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return content if isinstance(content, str) else None
