@@ -23,8 +23,11 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def _connect(port: int) -> socket.socket:
+def _connect(port: int, send: bytes = b"") -> socket.socket:
+    """A non-blocking client socket that has sent ``send`` (if any) at once."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if send:
+        s.sendall(send)
     s.setblocking(False)
     return s
 
@@ -48,28 +51,28 @@ def _closed_by_server(socks: list[socket.socket], within: float) -> tuple[int, d
     return len(socks) - len(open_), received
 
 
-@pytest.mark.slow
 @pytest.mark.slow  # a process start (or a 300-connection flood): several seconds
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts file descriptors through /proc")
 def test_a_flood_of_silent_and_slow_clients_is_closed_and_descriptors_return_to_baseline(table, replay, tmp_path):
     folder = make_folder(table, replay.base_url, tmp_path)
-    set_proxy_options(folder, header_timeout_s=0.5, body_timeout_s=0.5)
+    # The header deadline runs from the server's accept, so each slow client sends its bytes the moment it is
+    # connected, and the deadline leaves a loaded CI machine room to deliver them (at 0.5 s, a slow-body
+    # client whose complete headers arrived late was closed silently as a slow-header one: a flaky failure).
+    set_proxy_options(folder, header_timeout_s=1.5, body_timeout_s=0.5)
+    slow_header_bytes = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"  # then nothing (slowloris)
+    slow_body_bytes = (  # complete headers, 10 of the 1,000 promised body bytes, then nothing
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        + f"authorization: Bearer {CLIENT_KEY}\r\ncontent-length: 1000\r\n\r\n".encode()
+        + b'{"model": '
+    )
     with ProxyServer(build_proxy_app(folder, environ=ENV)) as proxy:
         port = proxy.port
         with client(proxy.base_url) as c:  # warm up: the pools and lazy imports are not the flood's descriptors
             assert chat(c, table.prompts[0]).status_code == 200
         baseline = _open_fds()
         silent = [_connect(port) for _ in range(150)]
-        slow_headers = [_connect(port) for _ in range(50)]
-        slow_bodies = [_connect(port) for _ in range(100)]
-        for s in slow_headers:  # a request line and one header, then nothing (slowloris)
-            s.send(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
-        for s in slow_bodies:  # complete headers, 10 of the 1,000 promised body bytes, then nothing
-            s.send(
-                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                + f"authorization: Bearer {CLIENT_KEY}\r\ncontent-length: 1000\r\n\r\n".encode()
-                + b'{"model": '
-            )
+        slow_headers = [_connect(port, send=slow_header_bytes) for _ in range(50)]
+        slow_bodies = [_connect(port, send=slow_body_bytes) for _ in range(100)]
         everyone = silent + slow_headers + slow_bodies
         peak, t_end = 0, time.monotonic() + 0.4
         while time.monotonic() < t_end:
