@@ -353,7 +353,9 @@ class Router(BaseEstimator):
     per-prompt cost, e.g. from a predicted answer length) or :meth:`policy` (for non-argmax decisions).
 
     Class attributes:
-        exportable: False for reference lines that cannot be deployed (the oracle).
+        exportable: False for routers that cannot be deployed (the oracle; routers the runtime cannot run).
+        not_exportable_because: When ``exportable`` is False, why, in one sentence (shown by ``routelab export``
+            and the app when such a router is chosen).
         uses_outcomes_at_route_time: True for routers that need the recorded answers to decide (replay only).
         parameter_constraints: Per ``__init__`` parameter, the values it takes (:mod:`routers.params`;
             after scikit-learn's ``_parameter_constraints``). Checked by :meth:`fit` and by
@@ -361,6 +363,7 @@ class Router(BaseEstimator):
     """
 
     exportable: bool = True
+    not_exportable_because: ClassVar[str] = ""
     uses_outcomes_at_route_time: bool = False
     parameter_constraints: ClassVar[dict[str, Param]] = {}
 

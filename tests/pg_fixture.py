@@ -18,7 +18,6 @@ Example (in a test module)::
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import socket
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from evals.cli._stack_topology import postgres_bin_folder
+
 __all__ = ["PostgresServer", "free_port", "postgres", "postgres_binaries"]
 
 #: The user the server runs as (and the database superuser); initdb refuses root.
@@ -37,18 +38,7 @@ PG_USER = "postgres"
 
 def postgres_binaries() -> Path | None:
     """The folder holding ``initdb`` and ``pg_ctl`` (Debian's newest version first, then ``PATH``), or None."""
-    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True):
-        if Path(folder, "initdb").is_file() and Path(folder, "pg_ctl").is_file():
-            return Path(folder)
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb and pg_ctl:
-        return Path(os.path.realpath(initdb)).parent
-    return None
-
-
-def _version_key(folder: str) -> int:
-    part = Path(folder).parent.name
-    return int(part) if part.isdigit() else 0
+    return postgres_bin_folder()
 
 
 def free_port() -> int:

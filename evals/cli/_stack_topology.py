@@ -77,8 +77,11 @@ class Binaries:
     postgres_bin: Path  # the folder with initdb, pg_ctl, createdb
 
 
-def _postgres_bin() -> Path | None:
-    """Debian's newest ``/usr/lib/postgresql/<version>/bin``, else the folder of ``initdb`` on PATH."""
+def postgres_bin_folder() -> Path | None:
+    """Debian's newest ``/usr/lib/postgresql/<version>/bin``, else the folder of ``initdb`` on PATH (or None).
+
+    The one lookup of PostgreSQL's server binaries: the stack and the tests' PostgreSQL fixture both use it.
+    """
 
     def version(folder: str) -> int:
         part = Path(folder).parent.name
@@ -113,7 +116,7 @@ def find_binaries() -> Binaries:
     """
     nginx, nginx_where = _program("nginx", "ROUTELAB_NGINX", "/usr/sbin/nginx")
     redis, redis_where = _program("redis-server", "ROUTELAB_REDIS_SERVER", "/usr/bin/redis-server")
-    pg = _postgres_bin()
+    pg = postgres_bin_folder()
     missing = [
         text
         for found, text in (

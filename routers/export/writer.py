@@ -222,11 +222,11 @@ def _router_name(router: Any) -> str:
 
 
 def _why_not_exportable(router: Any) -> str:
-    doc = {
-        "OracleRouter": "the oracle reads each answer's recorded score, which no live request has.",
-        "CascadeRouter": "a cascade decides from each stage's answer text, not from the prompt alone.",
-    }
-    return doc.get(type(router).__name__, "its class sets exportable = False or has no export_state().")
+    """Why ``router`` cannot be exported: its class's own reason, else what it lacks."""
+    reason = getattr(type(router), "not_exportable_because", "")
+    if reason and not getattr(type(router), "exportable", True):
+        return reason
+    return "its class sets exportable = False or has no export_state()."
 
 
 def _check_arrays(arrays: Mapping[str, Any], name: str) -> dict[str, np.ndarray]:

@@ -148,6 +148,7 @@ class OracleRouter(Router):
     """
 
     exportable = False
+    not_exportable_because = "the oracle reads each answer's recorded score, which no live request has."
     uses_outcomes_at_route_time = True
     parameter_constraints = {}
     _expected_failed_checks = {

@@ -183,7 +183,11 @@ class CascadeRouter(Router):
         "agreement": options(*AGREEMENT_MODES),
         "random_state": seed(),
     }
-    exportable = False  # needs each stage's answer text: a proxy runs it via route_with_answers, not route()
+    exportable = False
+    not_exportable_because = (
+        "a cascade decides from each stage's answer text, not from the prompt alone "
+        "(a serving system runs it through route_with_answers)."
+    )
     uses_outcomes_at_route_time = True
     _expected_failed_checks = {
         "routes_new_prompts": "needs each stage's answer to decide: new prompts go through route_with_answers()",

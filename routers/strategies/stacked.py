@@ -61,7 +61,8 @@ class StackedRouter(Router):
         "random_state": seed(),
     }
     _test_params = {"encoder": "hash-bow-256", "folds": 3}
-    exportable = False  # the runtime has no stacking head yet (see the class docstring)
+    exportable = False
+    not_exportable_because = "the export runtime has no stacking head yet (its logistic layer over the base router)."
 
     def __init__(
         self,

@@ -90,16 +90,14 @@ def mmlu_parity_setup():
     three operating points at the 25/50/75% quantiles of its decision grid on test, and the decisions the
     evaluator measures there (``router.policy(test).outcomes(lam)``).
     """
-    if _PARITY:
+    if "routers" in _PARITY:
         return _PARITY["test"], _PARITY["routers"]
     import numpy as np
 
-    from evals import sources
     from routers import router_registry
 
-    split = sources.load("mmlu-pro").split(random_state=0)
-    train = split.train.select(sample_ids=list(split.train.sample_ids[:PARITY_TRAIN]))
-    test = split.test
+    train_all, test = mmlu_split()
+    train = train_all.select(sample_ids=list(train_all.sample_ids[:PARITY_TRAIN]))
     out = {}
     for name in router_registry.names():
         cls = router_registry.get(name)
@@ -115,3 +113,34 @@ def mmlu_parity_setup():
         out[name] = (router, lams, {lam: policy.outcomes(lam)[0] for lam in lams})
     _PARITY["test"], _PARITY["routers"] = test, out
     return test, out
+
+
+
+def mmlu_split():
+    """MMLU-Pro split as the workbench splits it (seed 0): (train, test), loaded once per test session."""
+    if "split" not in _PARITY:
+        from evals import sources
+
+        split = sources.load("mmlu-pro").split(random_state=0)
+        _PARITY["split"] = (split.train, split.test)
+    return _PARITY["split"]
+
+
+def mmlu_category_export(folder: Path, n_prompts: int, seed: int):
+    """A ``category`` router fitted on :func:`mmlu_split`'s train part, exported to ``folder`` at the median of
+    its decision grid on test: (fitted router, lam, ``n_prompts`` test rows drawn with ``seed``).
+
+    The setup of the LiteLLM integration tests (the Router adapter and the proxy plugin), which compare the
+    deployments LiteLLM calls with this export's decisions on those rows.
+    """
+    import numpy as np
+
+    from routers import router_registry
+    from routers.export import export_router
+
+    train, test = mmlu_split()
+    router = router_registry.get("category")().fit(train)
+    lam = float(np.quantile(np.asarray(router.policy(test).grid(60)), 0.5))
+    export_router(router, folder, lam=lam)
+    rows = np.random.default_rng(seed).choice(test.n_samples, size=n_prompts, replace=False)
+    return router, lam, rows

@@ -111,6 +111,9 @@ def test_non_exportable_routers_are_refused_with_a_reason(name, tmp_path):
     with pytest.raises(ExportError, match="not exportable") as info:
         export_router(router, tmp_path / "x", lam=0.1)
     assert "Exportable routers:" in str(info.value)
+    # the reason is the router class's own sentence (cascade-stacked inherits the cascade's), not a generic one
+    reason = type(router).not_exportable_because
+    assert reason and reason in str(info.value), name
     assert not (tmp_path / "x").exists()
 
 

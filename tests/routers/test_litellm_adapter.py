@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 # LiteLLM fetches its model price map from the network at import unless told to use its bundled copy.
@@ -22,12 +23,15 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 litellm = pytest.importorskip("litellm", reason='the LiteLLM adapter is an optional extra: pip install -e ".[litellm]"')
 
 from evals.serving import ReplayServer  # noqa: E402
-from routers.export import ExportError, export_router, load_exported  # noqa: E402
+from routers.export import ExportError, load_exported  # noqa: E402
 from routers.integrations.litellm import (  # noqa: E402
     RouteLabRoutingStrategy,
     category_of,
     use_exported_router,
 )
+
+sys.path.insert(0, str(Path(__file__).parent))
+from export_helpers import mmlu_category_export, mmlu_split  # noqa: E402
 
 pytestmark = pytest.mark.slow
 N_PROMPTS = 200
@@ -37,24 +41,15 @@ GROUP = "routelab"
 @pytest.fixture(scope="module")
 def mmlu(shared_data):
     """MMLU-Pro split as the workbench splits it (seed 0): (train, test)."""
-    from evals import sources
-
-    split = sources.load("mmlu-pro").split(random_state=0)
-    return split.train, split.test
+    return mmlu_split()
 
 
 @pytest.fixture(scope="module")
 def category_export(mmlu, tmp_path_factory):
     """A ``category`` export at the median of its decision grid: (folder, test rows, workbench choices there)."""
-    from routers import router_registry
-
-    train, test = mmlu
-    router = router_registry.get("category")().fit(train)
-    policy = router.policy(test)
-    lam = float(np.quantile(np.asarray(policy.grid(60)), 0.5))
-    folder = export_router(router, tmp_path_factory.mktemp("litellm") / "category", lam=lam)
-    rows = np.random.default_rng(0).choice(test.n_samples, size=N_PROMPTS, replace=False)
-    measured = policy.outcomes(lam)[0]
+    folder = tmp_path_factory.mktemp("litellm") / "category"
+    router, lam, rows = mmlu_category_export(folder, N_PROMPTS, seed=0)
+    measured = router.policy(mmlu[1]).outcomes(lam)[0]
     return folder, rows, [router.models_[measured[i]] for i in rows]
 
 

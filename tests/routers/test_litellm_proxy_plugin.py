@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import yaml
 
@@ -40,7 +39,10 @@ plugin_module = pytest.importorskip(
 from litellm.types.router import RoutingContext  # noqa: E402
 
 from evals.serving import ReplayServer  # noqa: E402
-from routers.export import ExportError, export_router, load_exported  # noqa: E402
+from routers.export import ExportError, load_exported  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from export_helpers import mmlu_category_export, mmlu_split  # noqa: E402
 
 RouteLabRoutingPlugin = plugin_module.RouteLabRoutingPlugin
 plugin_from_env = plugin_module.plugin_from_env
@@ -57,22 +59,15 @@ START_TIMEOUT_S = 180.0
 @pytest.fixture(scope="module")
 def mmlu(shared_data):
     """MMLU-Pro split as the workbench splits it (seed 0): (train, test)."""
-    from evals import sources
-
-    split = sources.load("mmlu-pro").split(random_state=0)
-    return split.train, split.test
+    return mmlu_split()
 
 
 @pytest.fixture(scope="module")
 def category_export(mmlu, tmp_path_factory):
     """A ``category`` export at the median of its decision grid: (folder, test rows, the export's choices there)."""
-    from routers import router_registry
-
-    train, test = mmlu
-    router = router_registry.get("category")().fit(train)
-    lam = float(np.quantile(np.asarray(router.policy(test).grid(60)), 0.5))
-    folder = export_router(router, tmp_path_factory.mktemp("litellm-proxy") / "category", lam=lam)
-    rows = np.random.default_rng(1).choice(test.n_samples, size=N_PROMPTS, replace=False)
+    test = mmlu[1]
+    folder = tmp_path_factory.mktemp("litellm-proxy") / "category"
+    _, _, rows = mmlu_category_export(folder, N_PROMPTS, seed=1)
     expected = load_exported(folder).route(
         [test.prompts[i] for i in rows], categories=[str(test.categories[i]) for i in rows]
     )

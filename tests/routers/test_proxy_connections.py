@@ -32,6 +32,13 @@ def _connect(port: int, send: bytes = b"") -> socket.socket:
     return s
 
 
+def _wait_until(condition, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the server"
+        time.sleep(0.02)
+
+
 def _closed_by_server(socks: list[socket.socket], within: float) -> tuple[int, dict[int, bytes]]:
     """Wait until the server closed every socket; return (how many closed, what each one received)."""
     received: dict[int, bytes] = {id(s): b"" for s in socks}
@@ -101,8 +108,10 @@ def test_connections_past_the_cap_get_a_clean_503(table, replay, tmp_path):
     folder = make_folder(table, replay.base_url, tmp_path)
     set_proxy_options(folder, max_connections=20, header_timeout_s=30)
     with ProxyServer(build_proxy_app(folder, environ=ENV)) as proxy:
+        before = _open_fds()
         held = [_connect(proxy.port) for _ in range(20)]
-        time.sleep(0.2)  # let the server accept them
+        # The server runs in this process: its accepted ends show here too (a fixed sleep flakes on a busy machine).
+        _wait_until(lambda: _open_fds() >= before + 40, within=10)
         try:
             with client(proxy.base_url) as c:
                 r = chat(c, table.prompts[0])
@@ -111,7 +120,7 @@ def test_connections_past_the_cap_get_a_clean_503(table, replay, tmp_path):
         finally:
             for s in held:
                 s.close()
-        time.sleep(0.2)
+        _wait_until(lambda: _open_fds() <= before + 2, within=10)  # the server noticed the closes
         with client(proxy.base_url) as c:
             assert chat(c, table.prompts[0]).status_code == 200
 

@@ -149,6 +149,20 @@ def test_a_request_with_its_expected_answer_is_graded_by_exact_match(table, repl
     assert grade.detail.startswith("mcq_letter: A|A vs B")
 
 
+def test_a_stream_without_usage_is_estimated_from_its_text_against_the_daily_cap(table, replay, tmp_path):
+    # A stream without stream_options.include_usage carries no token counts; its reference call is estimated from
+    # the characters / 4 of the messages and the answer (it used to count as $0 and pass any cap).
+    app, server = _proxy(table, replay, tmp_path, daily_spend_usd=1e-7)
+    with server as proxy, httpx.Client(base_url=proxy.base_url, timeout=30) as c:
+        for p in _prompts(table, "math")[:3]:
+            r = _ask(c, p, "math", stream=True)
+            assert r.text.rstrip().endswith("data: [DONE]") and '"usage"' not in r.text
+        _settle(app.state.proxy)
+        health = app.state.proxy.shadow.health()
+    assert health["dropped"]["over_daily_cap"] == 3
+    assert not read_log(tmp_path / "log").shadow_pairs
+
+
 def test_full_queue_and_daily_cap_drop_and_count_but_never_fail_a_request(table, replay, tmp_path):
     # A cap below one reference call: every sample is dropped before any spend.
     app, server = _proxy(table, replay, tmp_path / "cap", daily_spend_usd=0.0001)

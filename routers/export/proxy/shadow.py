@@ -8,9 +8,11 @@ How a request becomes a shadow pair, and why none of it can slow or fail the req
    proxy gathered as it relayed them (ended with ``[DONE]``, under the gathering cap). A sampled request is marked
    ``ctx.extra["shadow"] = True`` (the decision record's ``shadow`` flag) and put on a bounded queue with
    ``put_nowait``; a full queue, or a sample whose estimated reference cost (the answer's token counts at the
-   reference's prices) would pass the daily spend cap, is dropped and counted instead. Nothing else happens on the
-   request path. The cap counts what was spent plus the estimates of the calls queued or running, per worker process
-   and UTC day; a reference answer longer than estimated can pass it by that difference.
+   reference's prices; without usage, as a stream without ``stream_options.include_usage`` has none, the
+   messages' and the answer's characters / 4) would pass the daily spend cap, is dropped and counted instead.
+   Nothing else happens on the request path. The cap counts what was spent plus the estimates of the calls queued
+   or running, per worker process and UTC day; a reference answer longer than estimated can pass it by that
+   difference.
 2. Worker tasks (``workers`` of them, a component started with the server) take a sample, ask the reference
    model the same messages through the proxy's upstream client (retries, deadline ``timeout_s``; the reference's
    open circuit drops the sample), and write a :class:`~evals.production.records.ShadowPair` to the decision log
@@ -120,7 +122,7 @@ class ShadowGrader:
         if self._queue is None:  # not started, or stopped
             self._drop("stopped")
             return
-        estimate = self._estimate(ctx)
+        estimate = self._estimate(ctx, messages)
         self._roll_day()
         if self._spent_today + self._reserved + estimate > self.settings.daily_spend_usd:
             self._drop("over_daily_cap")
@@ -137,11 +139,18 @@ class ShadowGrader:
         ctx.extra["shadow"] = True
         self.counts[("sampled",)] += 1
 
-    def _estimate(self, ctx: RequestContext) -> float:
-        """The reference call's likely cost: the answer's token counts at the reference's prices (0 unknown)."""
-        if ctx.usage is None:
-            return 0.0
-        return self._price(self.reference, ctx.usage) or 0.0
+    def _estimate(self, ctx: RequestContext, messages: list[dict[str, Any]] | None) -> float:
+        """The reference call's likely cost at the reference's prices (0 when it has none).
+
+        Tokens are the answer's usage; without usage (a stream without ``include_usage``) the characters / 4 of
+        the messages sent and of the answer, the convention of the collector and the importers, so an answer that
+        came without counts is not waved through the daily cap as free.
+        """
+        tokens = ctx.usage
+        if tokens is None:
+            sent = sum(len(t) for t in _message_texts(messages)) if messages else len(ctx.prompt or "")
+            tokens = (-(-sent // 4), -(-len(ctx.answer_text or "") // 4))
+        return self._price(self.reference, tokens) or 0.0
 
     def _price(self, model: str, tokens: tuple[int, int]) -> float | None:
         p = self.st.exported.prices.get(model) or {}
@@ -379,3 +388,15 @@ def attach(st: ProxyState) -> None:
     st.components.append(grader)
     st.health_sections["shadow"] = grader.health
     st.metrics_sections.append(grader.metrics_text)
+
+
+def _message_texts(messages: list[dict[str, Any]]) -> list[str]:
+    """The text of each message's content: a string, or the ``text`` of its text parts."""
+    out: list[str] = []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, str):
+            out.append(content)
+        elif isinstance(content, list):
+            out += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return out
