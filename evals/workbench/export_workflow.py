@@ -36,7 +36,7 @@ from evals.workbench.experiment import load_table, plan_split
 from routers.base import Router
 from routers.export._folder import ExportError
 from routers.export.measurement import measure_point
-from routers.export.writer import _why_not_exportable, export_router, exportable_router_names
+from routers.export.writer import export_router, exportable_router_names, why_not_exportable
 from routers.registry import make_router
 
 __all__ = ["export_from_config", "export_from_run", "parse_target"]
@@ -122,7 +122,7 @@ def _fit(config: ExperimentConfig, spec: dict[str, Any], data_dir: str | None) -
     router = make_router({"name": spec["name"], "params": spec["params"]})
     if not getattr(type(router), "exportable", True):
         raise ExportError(
-            f"router {spec['label']!r} ({spec['name']}) is not exportable: {_why_not_exportable(router)} "
+            f"router {spec['label']!r} ({spec['name']}) is not exportable: {why_not_exportable(router)} "
             f"Exportable routers: {', '.join(exportable_router_names())}"
         )
     return router.fit(split.train), split

@@ -33,7 +33,7 @@ from routers.export.measurement import Measurement
 from routers.export.readme import render_readme
 from routers.export.upstreams import default_upstream, render_upstreams
 
-__all__ = ["export_router", "exportable_router_names", "state_encoders"]
+__all__ = ["export_router", "exportable_router_names", "state_encoders", "why_not_exportable"]
 
 def _routelab_version() -> str:
     try:
@@ -95,7 +95,7 @@ def export_router(
     if not getattr(type(router), "exportable", True) or not callable(getattr(router, "export_state", None)):
         raise ExportError(
             f"router {name!r} ({type(router).__name__}) is not exportable: "
-            f"{_why_not_exportable(router)} Exportable routers: {', '.join(exportable_router_names())}"
+            f"{why_not_exportable(router)} Exportable routers: {', '.join(exportable_router_names())}"
         )
     if not router.is_fitted:
         raise ExportError(f"router {name!r} is not fitted; call .fit(train_table) before exporting")
@@ -221,7 +221,7 @@ def _router_name(router: Any) -> str:
     return name_of(type(router))
 
 
-def _why_not_exportable(router: Any) -> str:
+def why_not_exportable(router: Any) -> str:
     """Why ``router`` cannot be exported: its class's own reason, else what it lacks."""
     reason = getattr(type(router), "not_exportable_because", "")
     if reason and not getattr(type(router), "exportable", True):

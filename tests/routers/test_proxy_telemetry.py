@@ -45,6 +45,19 @@ def test_ewma_of_latency_and_error_rate():
         Telemetry([], alpha=0.0)
 
 
+def test_a_batch_of_observations_gives_the_same_estimates_with_one_change_call():
+    """How a replica applies the other replicas' attempts (published in batches): the same EWMAs as one by one."""
+    obs = [("a", 1.0, None), ("b", 0.2, "timeout"), ("a", 3.0, None), ("a", 9.0, "deadline"), ("a", 2.0, "http_503")]
+    calls = []
+    one, many = Telemetry(["a", "b"], alpha=0.3), Telemetry(["a", "b"], alpha=0.3, on_change=calls.append)
+    for o in obs:
+        one.observe(*o)
+    many.observe_many(obs)
+    assert many.snapshot() == one.snapshot() and len(calls) == 1
+    many.observe_many([("a", 1.0, "deadline")])  # nothing to apply: no change call
+    assert len(calls) == 1 and many.snapshot() == one.snapshot()
+
+
 # Two providers of one model: "cheapo" lists a fast enough latency and is cheaper; "fast" is dearer.
 BOUND_S = 0.2
 ARMS = {"llama@fast": (0.010, 0.05), "llama@cheapo": (0.003, 0.08)}

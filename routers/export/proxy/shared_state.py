@@ -332,9 +332,11 @@ class SharedState:
         telemetry = getattr(self.st, "telemetry", None)  # routers.export.proxy.telemetry, when attached
         if telemetry is None:
             return
-        for model, seconds, failure in obs:
-            if str(model) in self.st.config.upstreams:
-                telemetry.observe(str(model), float(seconds), None if failure is None else str(failure))
+        upstreams = self.st.config.upstreams
+        telemetry.observe_many(  # one lock and one provider-state push per batch, not per attempt
+            (str(model), float(seconds), None if failure is None else str(failure))
+            for model, seconds, failure in obs if str(model) in upstreams
+        )
 
     def _open_breaker(self, model: str, left_s: float) -> None:
         b = self.st.upstreams.breakers.get(model)

@@ -32,6 +32,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,18 +94,33 @@ class Telemetry:
         """An attempt observer: ``failure`` is None for an answer, else its kind (``deadline`` is skipped)."""
         if failure == "deadline":
             return
-        a = self.alpha
         with self._lock:
-            e = self.estimates.setdefault(model, UpstreamEstimate())
-            err = 0.0 if failure is None else 1.0
-            e.error_rate = err if e.error_rate is None else e.error_rate + a * (err - e.error_rate)
-            e.attempts += 1
-            e.last_seen = time.monotonic()
-            if failure is None:
-                e.answers += 1
-                e.latency_s = seconds if e.latency_s is None else e.latency_s + a * (seconds - e.latency_s)
+            self._update(model, seconds, failure, time.monotonic())
         if self._on_change is not None:
             self._on_change(self)
+
+    def observe_many(self, observations: Iterable[tuple[str, float, str | None]]) -> None:
+        """Several attempts in their order, as :meth:`observe` one by one would take them (the same EWMAs), with
+        one lock and one ``on_change``: how a replica applies a batch of the other replicas' attempts."""
+        now, changed = time.monotonic(), False
+        with self._lock:
+            for model, seconds, failure in observations:
+                if failure != "deadline":
+                    self._update(model, seconds, failure, now)
+                    changed = True
+        if changed and self._on_change is not None:
+            self._on_change(self)
+
+    def _update(self, model: str, seconds: float, failure: str | None, now: float) -> None:
+        a = self.alpha
+        e = self.estimates.setdefault(model, UpstreamEstimate())
+        err = 0.0 if failure is None else 1.0
+        e.error_rate = err if e.error_rate is None else e.error_rate + a * (err - e.error_rate)
+        e.attempts += 1
+        e.last_seen = now
+        if failure is None:
+            e.answers += 1
+            e.latency_s = seconds if e.latency_s is None else e.latency_s + a * (seconds - e.latency_s)
 
     def live(self) -> tuple[dict[str, float], list[str]]:
         """(latency per upstream with at least :data:`MIN_ANSWERS` answers, upstreams whose error rate is over
