@@ -79,6 +79,14 @@ class ExportedRouter:
         return Measurement.from_dict(block) if block else None
 
     @property
+    def routes_slowly(self) -> bool:
+        """Whether a decision takes milliseconds (a transformer encoder embeds the prompt): code on an event loop
+        runs it in a worker thread (the proxy, the LiteLLM integrations). Hashing and static encoders, and routers
+        without an encoder, decide in microseconds and are called directly."""
+        enc = self.manifest.get("encoder") or ""
+        return bool(enc) and not enc.startswith("hash-bow") and enc != "minilm-static"
+
+    @property
     def adaptive(self) -> bool:
         """Whether the export learns from feedback (``POST /v1/feedback`` in the proxy)."""
         return bool(self.manifest.get("adaptive")) and callable(getattr(self.state, "feedback", None))

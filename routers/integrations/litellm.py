@@ -34,6 +34,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -126,7 +127,10 @@ class RouteLabRoutingStrategy(CustomRoutingStrategyBase):
         specific_deployment: bool | None = False,
         request_kwargs: dict[str, object] | None = None,
     ) -> dict[str, Any]:
-        """LiteLLM's async pick: the deployment of the export's decision (a model from ``router.json``)."""
+        """LiteLLM's async pick: the deployment of the export's decision (a model from ``router.json``); in a
+        worker thread when the export routes slowly (a transformer encoder), so LiteLLM's event loop is not held."""
+        if self.exported.routes_slowly:
+            return await asyncio.to_thread(self._pick, model, messages, specific_deployment, request_kwargs)
         return self._pick(model, messages, specific_deployment, request_kwargs)
 
     def get_available_deployment(

@@ -36,6 +36,7 @@ decision is written to the request's routing signals (``signals["routelab"]``) f
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -121,7 +122,12 @@ class RouteLabRoutingPlugin:
             return context
         request = {"metadata": context.metadata}
         messages = context.structured_messages or context.raw_messages
-        chosen = export_decision(self.exported, messages, request, model_group=self.model_group)
+        if self.exported.routes_slowly:  # a transformer encoder: keep LiteLLM's event loop free meanwhile
+            chosen = await asyncio.to_thread(
+                export_decision, self.exported, messages, request, model_group=self.model_group
+            )
+        else:
+            chosen = export_decision(self.exported, messages, request, model_group=self.model_group)
         context.candidate_models = self.candidates_for(chosen, list(context.candidate_models))
         context.signals[SIGNAL_KEY] = {"model": chosen, "category": category_of(request)}
         return context

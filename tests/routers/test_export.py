@@ -117,6 +117,16 @@ def test_non_exportable_routers_are_refused_with_a_reason(name, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_an_export_routes_slowly_only_with_a_transformer_encoder(knn_folder):
+    """Callers on an event loop (the proxy, the LiteLLM integrations) offload only exports whose encoder takes
+    milliseconds; hashing and static encoders, and routers without an encoder, decide inline."""
+    exported = load_exported(knn_folder)
+    assert exported.manifest["encoder"] == "hash-bow-256" and not exported.routes_slowly
+    for encoder, slow in (("minilm-static", False), ("", False), (None, False), ("minilm", True), ("bge-small", True)):
+        exported.manifest["encoder"] = encoder
+        assert exported.routes_slowly is slow, encoder
+
+
 def test_unfitted_router_and_bad_operating_point_are_refused(table, tmp_path):
     with pytest.raises(ExportError, match="not fitted"):
         export_router(make_router("category"), tmp_path / "a", lam=0.1)

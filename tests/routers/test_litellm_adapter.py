@@ -106,6 +106,10 @@ def test_picks_equal_the_exports_decisions_on_200_prompts(mmlu, category_export,
     want = [f"openai/{m}" for m in expected]
     assert sync == want, f"{sum(a != b for a, b in zip(sync, want, strict=True))} of {N_PROMPTS} sync picks differ"
     assert asyncio.run(picks()) == want
+    # An export that routes slowly (a transformer encoder) decides in a worker thread: the same picks.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(exported), "routes_slowly", property(lambda self: True))
+        assert strategy.exported.routes_slowly and asyncio.run(picks()) == want
 
 
 def test_completions_through_the_litellm_router_return_the_replayed_answers(mmlu, category_export, replay):

@@ -283,3 +283,35 @@ def test_the_default_plugin_reads_its_export_from_the_environment(category_expor
         plugin_from_env({})
     plugin = plugin_from_env({"ROUTELAB_EXPORT": str(folder), "ROUTELAB_MODEL_GROUP": "smart"})
     assert plugin.model_group == "smart" and plugin.exported.models == load_exported(folder).models
+
+
+def test_an_export_that_routes_slowly_decides_off_litellms_event_loop(mmlu, category_export, monkeypatch):
+    """A transformer-encoder export takes milliseconds per decision: the plugin runs it in a worker thread (as the
+    RouteLab proxy does), so LiteLLM's event loop keeps serving; fast exports decide inline."""
+    import threading
+
+    from routers.export import ExportedRouter
+
+    _, test = mmlu
+    folder, rows, expected = category_export
+    exported = load_exported(folder)
+    assert not exported.routes_slowly  # a category router has no encoder
+    threads = []
+    real = plugin_module.export_decision
+
+    def spy(*args, **kwargs):
+        threads.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plugin_module, "export_decision", spy)
+    plugin = RouteLabRoutingPlugin(exported)
+    candidates = [f"openai/{m}" for m in exported.models]
+    context = _context(test.prompts[rows[0]], candidates, model_group=GROUP,
+                       headers={"X-RouteLab-Category": str(test.categories[rows[0]])})
+    asyncio.run(plugin.run(context))
+    assert threads == [threading.get_ident()]  # inline: asyncio.run's loop runs in this thread
+    monkeypatch.setattr(ExportedRouter, "routes_slowly", property(lambda self: True))
+    out = asyncio.run(plugin.run(_context(test.prompts[rows[0]], candidates, model_group=GROUP,
+                                          headers={"X-RouteLab-Category": str(test.categories[rows[0]])})))
+    assert len(threads) == 2 and threads[1] != threading.get_ident()  # a worker thread
+    assert out.candidate_models == [f"openai/{expected[0]}"]  # the same decision

@@ -54,12 +54,7 @@ class ProxyState:
         self.scrubber = Scrubber([*self.upstream_keys.values(), *(client_keys or [])])
         self.metrics = Metrics()
         self.upstreams = UpstreamClient(config, self.upstream_keys, self.metrics, self.scrubber, connector)
-        enc = exported.manifest.get("encoder") or ""
-        self.offload_routing = (
-            bool(enc) and not enc.startswith("hash-bow") and enc != "minilm-static"
-            if offload_routing is None
-            else offload_routing
-        )
+        self.offload_routing = exported.routes_slowly if offload_routing is None else offload_routing
         self.by_upstream_name = {u.upstream_model: m for m, u in config.upstreams.items()}
         # Optional features (upstreams.toml sections) hook in here; see routers.export.proxy.features.
         self.policy_steps: list[Callable[..., Any]] = []
