@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from app_fixtures import APP  # type: ignore[import-not-found]
+from processes import stop_process  # type: ignore[import-not-found]
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -66,11 +67,7 @@ def app_url(app_env: Path, toy_source: Path, mlflow_store: Path):  # noqa: ANN20
         _wait_http(url, proc, 60)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, grace_s=10)
         log.close()
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from processes import stop_process
 
 from evals.outcomes import DatasetCard, OutcomeTable
 from evals.tracking import (
@@ -199,10 +200,5 @@ def test_real_mlflow_server(result, tmp_path, monkeypatch):
         _check_logged(url, parent)
         assert any(Path(art).rglob("frontier.csv"))  # artifacts went through the server to its destination
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()

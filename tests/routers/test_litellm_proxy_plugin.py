@@ -43,6 +43,7 @@ from routers.export import ExportError, load_exported  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export_helpers import mmlu_category_export, mmlu_split  # noqa: E402
+from processes import stop_process  # noqa: E402
 
 RouteLabRoutingPlugin = plugin_module.RouteLabRoutingPlugin
 plugin_from_env = plugin_module.plugin_from_env
@@ -167,12 +168,7 @@ def litellm_proxy(category_export, replay, tmp_path_factory):
         _wait_ready(base_url, proc, log)
         yield base_url, key
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
 
 def _ask(base_url: str, key: str, requests: list[dict], headers: list[dict] | None = None) -> list[httpx.Response]:

@@ -86,11 +86,17 @@ def streamed_text(body: str) -> str:
     return "".join(out)
 
 
-def test_a_streamed_answer_is_logged_with_its_text_like_a_non_streamed_one(replay, table, tmp_path):
+def _logged_folder(table, replay, tmp_path: Path, **log) -> tuple[Path, Path]:
+    """(export folder, log directory): a proxy folder whose decision log keeps texts (``log``: more [log] keys)."""
     folder = make_folder(table, replay.base_url, tmp_path)
     log_dir = tmp_path / "logs"
     (folder / "upstreams.toml").write_text((folder / "upstreams.toml").read_text()
-                                           + log_section(log_dir, store_text=True, telemetry_every_s=0))
+                                           + log_section(log_dir, store_text=True, **log))
+    return folder, log_dir
+
+
+def test_a_streamed_answer_is_logged_with_its_text_like_a_non_streamed_one(replay, table, tmp_path):
+    folder, log_dir = _logged_folder(table, replay, tmp_path, telemetry_every_s=0)
     with serving(folder) as (srv, st), client(srv.base_url) as c:
         assert text_cap_wanted(st) == 4001  # the log's cap + 1, so a longer answer is flagged as cut
         got = {}
@@ -107,10 +113,7 @@ def test_a_streamed_answer_is_logged_with_its_text_like_a_non_streamed_one(repla
 
 
 def test_a_long_streamed_answer_is_capped_and_flagged(replay, table, tmp_path):
-    folder = make_folder(table, replay.base_url, tmp_path)
-    log_dir = tmp_path / "logs"
-    (folder / "upstreams.toml").write_text((folder / "upstreams.toml").read_text()
-                                           + log_section(log_dir, store_text=True, text_cap=5))
+    folder, log_dir = _logged_folder(table, replay, tmp_path, text_cap=5)
     with serving(folder) as (srv, st), client(srv.base_url) as c:
         r = chat(c, table.prompts[0], stream=True)
         assert st.decision_log.flush()

@@ -36,6 +36,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -332,11 +333,8 @@ class SharedState:
         telemetry = getattr(self.st, "telemetry", None)  # routers.export.proxy.telemetry, when attached
         if telemetry is None:
             return
-        upstreams = self.st.config.upstreams
-        telemetry.observe_many(  # one lock and one provider-state push per batch, not per attempt
-            (str(model), float(seconds), None if failure is None else str(failure))
-            for model, seconds, failure in obs if str(model) in upstreams
-        )
+        ups = self.st.config.upstreams  # one lock and one provider-state push per batch, not per attempt
+        telemetry.observe_many((str(m), float(s), None if f is None else str(f)) for m, s, f in obs if str(m) in ups)
 
     def _open_breaker(self, model: str, left_s: float) -> None:
         b = self.st.upstreams.breakers.get(model)
@@ -580,8 +578,6 @@ def attach(st: ProxyState) -> SharedState | None:
 
     Returns the :class:`SharedState` (budgets count spend through it), or None for in-process state.
     """
-    import os
-
     settings: SharedStateSettings = st.config.section("state")
     if not settings.shared:
         return None
@@ -590,9 +586,7 @@ def attach(st: ProxyState) -> SharedState | None:
             f"[state] url = {settings.url!r} needs the Python package 'redis': pip install -e \".[server]\" "
             "(or pip install redis), or remove [state] url to keep state in the process"
         )
-    password = None
-    if settings.password_env:
-        password = os.environ.get(settings.password_env) or None
+    password = (os.environ.get(settings.password_env) or None) if settings.password_env else None
     shared = SharedState(st, settings, password)
     st.components.append(shared)
     st.finishers.append(_finisher(shared))
